@@ -1,0 +1,576 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// RetryPolicy decides when a failed delivery is attempted again. A
+// RetryPolicy must be safe for simultaneous use by multiple goroutines.
+type RetryPolicy interface {
+	// NextRetry is called after the given attempt of a delivery failed
+	// (1 for the first attempt). It returns how long to wait before the
+	// next attempt, and false when attempt was the last one.
+	NextRetry(attempt int) (time.Duration, bool)
+}
+
+// ScheduleRetryPolicy retries on a fixed schedule with random jitter.
+type ScheduleRetryPolicy struct {
+	// Schedule lists the waits before each retry: Schedule[0] follows the
+	// first failed attempt. A delivery gets len(Schedule)+1 attempts.
+	Schedule []time.Duration
+	// Jitter spreads each wait randomly by up to this fraction in either
+	// direction (0.2 means ±20 %), so that retries of many deliveries do
+	// not arrive together. Between 0 and 1.
+	Jitter float64
+}
+
+// DefaultRetryPolicy returns the default policy: the example schedule of
+// the Standard Webhooks specification (an attempt at once, then after
+// 5 seconds, 5 minutes, 30 minutes, 2, 5, 10, 14, 20 and 24 hours: ten
+// attempts over about three days) with ±20 % jitter.
+func DefaultRetryPolicy() *ScheduleRetryPolicy {
+	return &ScheduleRetryPolicy{
+		Schedule: []time.Duration{
+			5 * time.Second, 5 * time.Minute, 30 * time.Minute,
+			2 * time.Hour, 5 * time.Hour, 10 * time.Hour,
+			14 * time.Hour, 20 * time.Hour, 24 * time.Hour,
+		},
+		Jitter: 0.2,
+	}
+}
+
+// NextRetry implements RetryPolicy.
+func (p *ScheduleRetryPolicy) NextRetry(attempt int) (time.Duration, bool) {
+	if attempt < 1 || attempt > len(p.Schedule) {
+		return 0, false
+	}
+	w := p.Schedule[attempt-1]
+	if p.Jitter > 0 && w > 0 {
+		f := 1 + p.Jitter*(2*rand.Float64()-1)
+		w = time.Duration(float64(w) * f)
+	}
+	return w, true
+}
+
+func (p *ScheduleRetryPolicy) validate() error {
+	if p.Jitter < 0 || p.Jitter > 1 || p.Jitter != p.Jitter {
+		return invalid("RetryPolicy.Jitter", "must be between 0 and 1")
+	}
+	for i, w := range p.Schedule {
+		if w < 0 {
+			return invalid(fmt.Sprintf("RetryPolicy.Schedule[%d]", i), "must not be negative")
+		}
+	}
+	return nil
+}
+
+// Trigger says what started an attempt.
+type Trigger string
+
+// Triggers of attempts.
+const (
+	// TriggerScheduled marks attempts made by the workers.
+	TriggerScheduled Trigger = "scheduled"
+	// TriggerManual marks attempts made by Retry.
+	TriggerManual Trigger = "manual"
+	// TriggerTest marks attempts made by SendTest.
+	TriggerTest Trigger = "test"
+)
+
+func (t Trigger) code() int {
+	switch t {
+	case TriggerManual:
+		return 1
+	case TriggerTest:
+		return 2
+	}
+	return 0
+}
+
+func triggerFromCode(c int) Trigger {
+	switch c {
+	case 1:
+		return TriggerManual
+	case 2:
+		return TriggerTest
+	}
+	return TriggerScheduled
+}
+
+// Error classes of attempts.
+const (
+	ClassNone       = ""           // the attempt succeeded
+	ClassHTTP       = "http"       // the receiver answered with a status other than 2xx
+	ClassRedirect   = "redirect"   // the receiver answered 3xx; redirects are not followed
+	ClassTimeout    = "timeout"    // no answer within the attempt timeout
+	ClassConnection = "connection" // the connection failed or was reset
+	ClassDNS        = "dns"        // the host name did not resolve
+	ClassTLS        = "tls"        // the TLS handshake or certificate failed
+	ClassBlocked    = "blocked"    // the destination address is not allowed
+)
+
+// sender makes attempts over one tuned HTTP client.
+type sender struct {
+	client    *http.Client
+	transport *http.Transport
+	timeout   time.Duration
+	maxBody   int
+}
+
+// drainLimit is how much of a response body beyond MaxResponseBody is read
+// and discarded so that the connection can be reused.
+const drainLimit = 64 << 10
+
+func newSender(cfg Config, guard *netGuard) *sender {
+	tr := &http.Transport{
+		Proxy:                  nil, // proxies from the environment are ignored
+		DialContext:            guard.dialer().DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           4 * cfg.Workers,
+		MaxIdleConnsPerHost:    cfg.Workers,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  0,
+		DisableCompression:     true, // bodies are kept as sent, never inflated
+		MaxResponseHeaderBytes: 64 << 10,
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	return &sender{
+		client: &http.Client{
+			Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+		transport: tr,
+		timeout:   cfg.AttemptTimeout,
+		maxBody:   cfg.MaxResponseBody,
+	}
+}
+
+func (s *sender) close() { s.transport.CloseIdleConnections() }
+
+// attemptResult is what one HTTP attempt came to.
+type attemptResult struct {
+	started    time.Time
+	duration   time.Duration
+	status     int
+	class      string
+	errMsg     string
+	body       []byte
+	retryAfter time.Duration // from Retry-After on 429 and 503; -1 when absent
+	cancelled  bool          // ctx was cancelled (not timed out): not an attempt
+}
+
+func (r attemptResult) ok() bool { return r.class == ClassNone }
+
+// send makes one attempt of j, signed afresh.
+func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
+	res := attemptResult{started: now, retryAfter: -1}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.hook.url, bytes.NewReader(j.payload))
+	if err != nil {
+		res.class, res.errMsg = ClassConnection, "the URL cannot be requested"
+		return res
+	}
+	h := req.Header
+	h["Content-Type"] = []string{"application/json"}
+	h["User-Agent"] = []string{userAgent}
+	h[http.CanonicalHeaderKey(HeaderSPARCEvent)] = []string{j.eventType}
+	h[http.CanonicalHeaderKey(HeaderSPARCDelivery)] = []string{strconv.FormatInt(j.deliveryID, 10)}
+	setSignatureHeaders(h, j.hook.secrets, j.eventID, now.Unix(), j.payload)
+	req.ContentLength = int64(len(j.payload))
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		res.duration = time.Since(now)
+		if ctx.Err() == context.Canceled || (errors.Is(err, context.Canceled) && ctx.Err() != context.DeadlineExceeded) {
+			res.cancelled = true
+		}
+		res.class, res.errMsg = classify(err, s.timeout)
+		return res
+	}
+	res.status = resp.StatusCode
+	res.body = readBounded(resp.Body, s.maxBody)
+	resp.Body.Close()
+	res.duration = time.Since(now)
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		res.class, res.errMsg = ClassRedirect, fmt.Sprintf("the receiver answered %d; redirects are not followed", resp.StatusCode)
+	default:
+		res.class, res.errMsg = ClassHTTP, fmt.Sprintf("the receiver answered %d", resp.StatusCode)
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+	}
+	return res
+}
+
+// readBounded keeps up to max bytes of body and discards up to drainLimit
+// more, so that the connection can be reused; a longer body is cut off and
+// its connection closed.
+func readBounded(body io.Reader, max int) []byte {
+	buf := make([]byte, 0, min(max, 512))
+	lr := &io.LimitedReader{R: body, N: int64(max)}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			break
+		}
+	}
+	io.CopyN(io.Discard, body, drainLimit)
+	if len(buf) == 0 {
+		return nil
+	}
+	return buf
+}
+
+// parseRetryAfter reads a Retry-After value in seconds or as an HTTP
+// date. It returns -1 when the value is absent or unusable; a date in the
+// past is 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return -1
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return -1
+		}
+		if n > int64(365*24*time.Hour/time.Second) {
+			n = int64(365 * 24 * time.Hour / time.Second)
+		}
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return -1
+}
+
+// classify turns a transport error into an error class and a message that
+// names no address or port.
+func classify(err error, timeout time.Duration) (class, msg string) {
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var recErr tls.RecordHeaderError
+	var alert tls.AlertError
+	switch {
+	case errors.Is(err, ErrBlockedDestination):
+		return ClassBlocked, "the destination address is not allowed"
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return ClassTimeout, fmt.Sprintf("no answer within %s", timeout)
+	case errors.Is(err, context.Canceled):
+		return ClassConnection, "the attempt was cancelled"
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsNotFound {
+			return ClassDNS, "the host name does not resolve"
+		}
+		return ClassDNS, "the host name could not be resolved"
+	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr):
+		return ClassTLS, "the server's certificate is not valid for it"
+	case errors.As(err, &recErr), errors.As(err, &alert):
+		return ClassTLS, "the TLS handshake failed"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ClassConnection, "the connection was refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE):
+		return ClassConnection, "the connection was closed before an answer came"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return ClassConnection, "the host is unreachable"
+	}
+	return ClassConnection, "the request failed before an answer came"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// breakerClass reports whether an attempt's failure counts towards
+// opening the circuit breaker of its webhook.
+func breakerClass(r attemptResult) bool {
+	switch r.class {
+	case ClassTimeout, ClassConnection:
+		return true
+	case ClassHTTP:
+		return r.status == http.StatusTooManyRequests || r.status == http.StatusServiceUnavailable
+	}
+	return false
+}
+
+// decide turns an attempt's result into what is recorded: delivered, a
+// retry at a time, failed, or gone.
+func (d *Dispatcher) decide(j job, r attemptResult, now time.Time) outcome {
+	o := outcome{
+		deliveryID: j.deliveryID,
+		hookSeq:    j.hook.seq,
+		attempt:    j.attempt,
+		trigger:    j.trigger,
+		started:    r.started,
+		duration:   r.duration,
+		status:     r.status,
+		class:      r.class,
+		errMsg:     r.errMsg,
+		body:       r.body,
+	}
+	switch {
+	case r.cancelled:
+		o.result = resultReleased
+	case r.ok():
+		o.result = resultDelivered
+	case r.status == http.StatusGone:
+		o.result = resultGone
+	default:
+		wait, ok := d.cfg.RetryPolicy.NextRetry(j.attempt)
+		if !ok {
+			o.result = resultFailed
+			break
+		}
+		if r.retryAfter >= 0 {
+			wait = max(wait, min(r.retryAfter, d.cfg.MaxRetryAfter))
+		}
+		o.result, o.nextAt = resultRetry, now.Add(wait)
+	}
+	return o
+}
+
+// logFailure logs a failed attempt at warn level.
+func (d *Dispatcher) logFailure(j job, o outcome) {
+	attrs := []any{
+		"webhook_id", j.hook.id,
+		"url", redactURL(j.hook.url),
+		"delivery_id", j.deliveryID,
+		"event_id", j.eventID,
+		"event_type", j.eventType,
+		"attempt", j.attempt,
+		"trigger", string(j.trigger),
+		"status_code", o.status,
+		"error_class", o.class,
+		"error", o.errMsg,
+	}
+	switch o.result {
+	case resultRetry:
+		attrs = append(attrs, "next_attempt_at", o.nextAt.UTC().Format(time.RFC3339))
+	case resultFailed:
+		attrs = append(attrs, "next_attempt_at", "none: retries exhausted")
+	case resultGone:
+		attrs = append(attrs, "next_attempt_at", "none: webhook disabled (410 Gone)")
+	case resultManualFail:
+		attrs = append(attrs, "next_attempt_at", "unchanged by a manual attempt")
+	}
+	d.log.Warn("webhook delivery attempt failed", attrs...)
+}
+
+// ---------------------------------------------------------------------------
+// The delivery loop: one goroutine claims due deliveries and hands them to
+// a fixed pool of workers.
+
+type deliveryLoop struct {
+	d     *Dispatcher
+	jobs  chan job
+	done  chan int64 // a worker finished a job of this webhook
+	wakec chan struct{}
+	stopc chan struct{}
+
+	// ctx is the parent of every scheduled attempt; cancelled when Close
+	// gives up waiting.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	loopDone  chan struct{}
+	workersWG sync.WaitGroup
+
+	// Loop state, touched only by the loop goroutine (and by the claim
+	// plan, which runs while the loop waits for it).
+	inflight int
+	perHook  map[int64]int
+}
+
+func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
+	ctx, cancel := context.WithCancel(d.base)
+	return &deliveryLoop{
+		d:        d,
+		jobs:     make(chan job, d.cfg.Workers),
+		done:     make(chan int64, d.cfg.Workers),
+		wakec:    make(chan struct{}, 1),
+		stopc:    make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		loopDone: make(chan struct{}),
+		perHook:  make(map[int64]int),
+	}
+}
+
+func (l *deliveryLoop) start() {
+	for range l.d.cfg.Workers {
+		l.workersWG.Add(1)
+		go l.worker()
+	}
+	go l.run()
+}
+
+// wake asks the loop to look for due deliveries now.
+func (l *deliveryLoop) wake() {
+	select {
+	case l.wakec <- struct{}{}:
+	default:
+	}
+}
+
+// stop stops claiming, waits for the attempts in flight until ctx ends,
+// then cancels them; it returns once every worker has recorded its
+// outcome.
+func (l *deliveryLoop) stop(ctx context.Context) error {
+	close(l.stopc)
+	<-l.loopDone
+	close(l.jobs)
+	finished := make(chan struct{})
+	go func() {
+		l.workersWG.Wait()
+		close(finished)
+	}()
+	var err error
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		err = ctx.Err()
+		l.cancel()
+		<-finished
+	}
+	l.cancel()
+	return err
+}
+
+func (l *deliveryLoop) run() {
+	defer close(l.loopDone)
+	d := l.d
+	timer := time.NewTimer(d.cfg.PollInterval)
+	defer timer.Stop()
+	lease := d.cfg.LeaseDuration
+	more := true // due deliveries may be waiting
+	for {
+		if more && l.inflight < d.cfg.Workers {
+			free := d.cfg.Workers - l.inflight
+			window := min(4*free, 512)
+			var jobs []job
+			var seen int
+			var next time.Time
+			taken := make(map[int64]int)
+			claimed := 0
+			// plan holds the deliveries of webhooks at their cap, and
+			// everything once the free workers are spoken for.
+			plan := func(seq int64) bool {
+				if claimed >= free || l.perHook[seq]+taken[seq] >= d.cfg.MaxInFlightPerWebhook {
+					return false
+				}
+				taken[seq]++
+				claimed++
+				return true
+			}
+			err := d.st.do(l.ctx, func(t *wtx) error {
+				clear(taken)
+				claimed = 0
+				var err error
+				jobs, seen, next, err = t.claim(window, lease, d.cfg.RetryPolicy, plan)
+				return err
+			})
+			if err != nil {
+				if l.ctx.Err() == nil {
+					d.log.Error("webhook: claiming deliveries failed", "error", err)
+				}
+				more = false
+				resetTimer(timer, d.cfg.PollInterval)
+			} else {
+				for _, j := range jobs {
+					l.inflight++
+					l.perHook[j.hook.seq]++
+					l.jobs <- j
+				}
+				if len(jobs) > 0 && seen == window {
+					continue // a full window may hide more due deliveries
+				}
+				// Due deliveries that were held wait for a worker of their
+				// webhook to finish; otherwise sleep until the next one is
+				// due.
+				more = seen > len(jobs)
+				wait := d.cfg.PollInterval
+				if !more && !next.IsZero() {
+					wait = min(wait, max(time.Until(next), time.Millisecond))
+				}
+				resetTimer(timer, wait)
+			}
+		}
+		select {
+		case <-l.stopc:
+			return
+		case <-l.wakec:
+			more = true
+		case <-timer.C:
+			more = true
+		case seq := <-l.done:
+			l.finished(seq)
+		drain:
+			for {
+				select {
+				case seq := <-l.done:
+					l.finished(seq)
+				default:
+					break drain
+				}
+			}
+		}
+	}
+}
+
+func (l *deliveryLoop) finished(seq int64) {
+	l.inflight--
+	if n := l.perHook[seq] - 1; n > 0 {
+		l.perHook[seq] = n
+	} else {
+		delete(l.perHook, seq)
+	}
+}
+
+func resetTimer(t *time.Timer, d time.Duration) {
+	t.Stop()
+	t.Reset(d)
+}
+
+func (l *deliveryLoop) worker() {
+	defer l.workersWG.Done()
+	d := l.d
+	for j := range l.jobs {
+		now := d.now()
+		r := d.sender.send(l.ctx, j, now)
+		o := d.decide(j, r, d.now())
+		if !r.ok() && o.result != resultReleased {
+			d.logFailure(j, o)
+		}
+		d.st.submit(func(t *wtx) error { return t.complete(o) })
+		// Tell the loop, unless it has stopped (then nobody counts).
+		select {
+		case l.done <- j.hook.seq:
+		case <-l.loopDone:
+		}
+	}
+}

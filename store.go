@@ -1,0 +1,995 @@
+package webhook
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// migrations are applied in order, each once, in one immediate
+// transaction per start. Never edit one that has shipped: append.
+var migrations = []string{
+	// 1: the registry, events, deliveries, attempts and score baselines.
+	`
+CREATE TABLE IF NOT EXISTS webhooks (
+	seq               INTEGER PRIMARY KEY,
+	id                TEXT    NOT NULL UNIQUE,
+	url               TEXT    NOT NULL,
+	events            TEXT    NOT NULL,
+	secret            TEXT    NOT NULL,
+	enabled           INTEGER NOT NULL DEFAULT 1,
+	description       TEXT    NOT NULL DEFAULT '',
+	created_at        INTEGER NOT NULL,
+	updated_at        INTEGER NOT NULL,
+	failure_streak    INTEGER NOT NULL DEFAULT 0,
+	streak_started_at INTEGER,
+	last_success_at   INTEGER,
+	last_failure_at   INTEGER,
+	disabled_reason   TEXT    NOT NULL DEFAULT '',
+	disabled_at       INTEGER
+);
+CREATE TABLE webhook_meta (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO webhook_meta (key, value) VALUES ('registry_version', 1);
+CREATE TABLE webhook_events (
+	seq        INTEGER PRIMARY KEY,
+	id         TEXT    NOT NULL UNIQUE,
+	type       TEXT    NOT NULL,
+	payload    BLOB    NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+	id          INTEGER PRIMARY KEY,
+	event_seq   INTEGER NOT NULL,
+	webhook_seq INTEGER NOT NULL,
+	status      INTEGER NOT NULL,
+	attempts    INTEGER NOT NULL DEFAULT 0,
+	next_at     INTEGER NOT NULL,
+	created_at  INTEGER NOT NULL,
+	updated_at  INTEGER NOT NULL,
+	last_status INTEGER NOT NULL DEFAULT 0,
+	last_error  TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 0;
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_seq, id);
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_seq);
+CREATE TABLE webhook_attempts (
+	id          INTEGER PRIMARY KEY,
+	delivery_id INTEGER NOT NULL,
+	number      INTEGER NOT NULL,
+	trigger     INTEGER NOT NULL,
+	started_at  INTEGER NOT NULL,
+	duration_us INTEGER NOT NULL,
+	status_code INTEGER NOT NULL,
+	error_class TEXT    NOT NULL,
+	error       TEXT    NOT NULL,
+	response    BLOB
+);
+CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id);
+CREATE TABLE webhook_scores (
+	subject    TEXT PRIMARY KEY,
+	score      REAL    NOT NULL,
+	updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
+}
+
+// Delivery status codes as stored.
+const (
+	stPending   = 0
+	stDelivered = 1
+	stFailed    = 2
+	stCancelled = 3
+)
+
+// store holds the SQL. Reads go to rdb; every write goes through one
+// writer goroutine that owns one connection and commits whatever is
+// waiting in one transaction (group commit): concurrent Publish calls share
+// one fsync, and each still returns only after its own commit.
+type store struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	rdb  *sql.DB // reads
+	wdb  *sql.DB // writes; the host's db when not own
+	own  bool    // Open made the pools and Close closes them
+	conn *sql.Conn
+
+	ops   chan *op
+	stopc chan struct{}
+	donec chan struct{}
+
+	// Writer state, touched only by the writer goroutine.
+	stmts    map[string]*sql.Stmt
+	reg      *regCache
+	payloads *payloadCache
+
+	onDisable func(WebhookDisabled)
+	callbacks sync.WaitGroup
+
+	stopOnce sync.Once
+}
+
+// op is one unit of work for the writer. fn runs inside the batch's
+// transaction and must be safe to run again: when a batch fails, each of
+// its ops is run again alone so that one bad op fails alone.
+type op struct {
+	ctx  context.Context
+	fn   func(*wtx) error
+	done chan error // nil for fire-and-forget ops
+}
+
+// maxBatch bounds the ops committed together.
+const maxBatch = 512
+
+func sqliteDSN(path string, cfg Config, readOnly bool) string {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", cfg.Synchronous.pragma())
+	q.Set("_busy_timeout", strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10))
+	q.Set("_txlock", "immediate")
+	q.Set("_stmt_cache_size", "64")
+	q.Set("_cache_size", "-16000")
+	if readOnly {
+		q.Set("_query_only", "1")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// openStore opens the SQLite file at path with a writer pool of one
+// connection and a pool of readers.
+func openStore(ctx context.Context, path string, cfg Config) (*store, error) {
+	wdb, err := sql.Open("sqlite3", sqliteDSN(path, cfg, false))
+	if err != nil {
+		return nil, fmt.Errorf("webhook: open database: %w", err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	rdb, err := sql.Open("sqlite3", sqliteDSN(path, cfg, true))
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("webhook: open database: %w", err)
+	}
+	rdb.SetMaxOpenConns(8)
+	rdb.SetMaxIdleConns(8)
+	s := &store{cfg: cfg, rdb: rdb, wdb: wdb, own: true}
+	if err := s.init(ctx); err != nil {
+		s.closeDBs()
+		return nil, err
+	}
+	return s, nil
+}
+
+// newStore uses a database that the host owns.
+func newStore(ctx context.Context, db *sql.DB, cfg Config) (*store, error) {
+	s := &store{cfg: cfg, rdb: db, wdb: db}
+	if err := s.init(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *store) init(ctx context.Context) error {
+	s.now = time.Now
+	s.log = s.cfg.Logger
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("webhook: open database: %w", err)
+	}
+	s.conn = conn
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		conn.Close()
+		return fmt.Errorf("webhook: open database: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		conn.Close()
+		return fmt.Errorf("webhook: open database: journal mode is %q, WAL is required (an in-memory database cannot be used)", mode)
+	}
+	if !s.own {
+		// The host's DSN is not ours: set what our writes rely on, on the
+		// connection that makes them.
+		for _, p := range []string{
+			"PRAGMA synchronous=" + s.cfg.Synchronous.pragma(),
+			"PRAGMA busy_timeout=" + strconv.FormatInt(s.cfg.BusyTimeout.Milliseconds(), 10),
+		} {
+			if _, err := conn.ExecContext(ctx, p); err != nil {
+				conn.Close()
+				return fmt.Errorf("webhook: open database: %w", err)
+			}
+		}
+	}
+	if err := s.migrate(ctx); err != nil {
+		conn.Close()
+		return err
+	}
+	s.ops = make(chan *op, maxBatch)
+	s.stopc = make(chan struct{})
+	s.donec = make(chan struct{})
+	s.stmts = make(map[string]*sql.Stmt)
+	s.payloads = newPayloadCache(8 << 20)
+	return nil
+}
+
+// migrate applies the migrations that the database does not have yet.
+func (s *store) migrate(ctx context.Context) error {
+	c := s.conn
+	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("webhook: migrate: %w", err)
+	}
+	err := func() error {
+		if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS webhook_schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at INTEGER NOT NULL
+		)`); err != nil {
+			return err
+		}
+		var have int
+		if err := c.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM webhook_schema_migrations").Scan(&have); err != nil {
+			return err
+		}
+		if have > len(migrations) {
+			return fmt.Errorf("database schema version %d is newer than this library knows (%d)", have, len(migrations))
+		}
+		for v := have + 1; v <= len(migrations); v++ {
+			if _, err := c.ExecContext(ctx, migrations[v-1]); err != nil {
+				return fmt.Errorf("version %d: %w", v, err)
+			}
+			if _, err := c.ExecContext(ctx, "INSERT INTO webhook_schema_migrations (version, applied_at) VALUES (?, ?)", v, ms(time.Now())); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return fmt.Errorf("webhook: migrate: %w", err)
+	}
+	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+		c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return fmt.Errorf("webhook: migrate: %w", err)
+	}
+	return nil
+}
+
+func (s *store) start() { go s.loop() }
+
+// close stops the writer after it has committed every op already
+// submitted, and closes what the store opened.
+func (s *store) close() error {
+	s.stopOnce.Do(func() {
+		if s.stopc != nil {
+			close(s.stopc)
+			<-s.donec
+		}
+	})
+	s.callbacks.Wait()
+	return s.closeDBs()
+}
+
+func (s *store) closeDBs() error {
+	var errs []error
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = nil
+	if s.conn != nil {
+		errs = append(errs, s.conn.Close())
+		s.conn = nil
+	}
+	if s.own {
+		errs = append(errs, s.wdb.Close(), s.rdb.Close())
+		s.own = false
+	}
+	return errors.Join(errs...)
+}
+
+// do runs fn in the writer's next transaction and returns once it has
+// committed, or failed. If ctx ends before the writer takes the op, fn
+// does not run.
+func (s *store) do(ctx context.Context, fn func(*wtx) error) error {
+	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.stopc:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		// The op may still commit; the caller learns only that it gave up.
+		return ctx.Err()
+	}
+}
+
+// submit queues fn without waiting for it. Errors are logged. It must not
+// be called after the store is stopped.
+func (s *store) submit(fn func(*wtx) error) {
+	s.ops <- &op{ctx: context.Background(), fn: fn}
+}
+
+func (s *store) loop() {
+	defer close(s.donec)
+	batch := make([]*op, 0, maxBatch)
+	for {
+		select {
+		case o := <-s.ops:
+			batch = append(batch[:0], o)
+		case <-s.stopc:
+			// Commit what is already queued, then stop.
+			for {
+				batch = batch[:0]
+				for len(batch) < maxBatch {
+					select {
+					case o := <-s.ops:
+						batch = append(batch, o)
+						continue
+					default:
+					}
+					break
+				}
+				if len(batch) == 0 {
+					return
+				}
+				s.run(batch)
+			}
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		s.run(batch)
+	}
+}
+
+// run commits a batch, isolating a failing op by running each op alone.
+func (s *store) run(batch []*op) {
+	live := batch[:0]
+	for _, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			o.reply(err)
+			continue
+		}
+		live = append(live, o)
+	}
+	if len(live) == 0 {
+		return
+	}
+	err := s.commit(live)
+	if err == nil || len(live) == 1 {
+		for _, o := range live {
+			o.reply(err)
+		}
+		return
+	}
+	for _, o := range live {
+		o.reply(s.commit([]*op{o}))
+	}
+}
+
+func (o *op) reply(err error) {
+	if o.done != nil {
+		o.done <- err
+	}
+}
+
+// commit runs ops in one immediate transaction.
+func (s *store) commit(ops []*op) (err error) {
+	ctx := context.Background()
+	t := &wtx{s: s, ctx: ctx, now: s.now()}
+	if _, err := s.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		s.failBatch(ops, err)
+		return fmt.Errorf("webhook: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if _, rerr := s.conn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
+				s.log.Error("webhook: rollback failed", "error", rerr)
+			}
+			s.reg = nil // it may hold what was rolled back
+			s.payloads.reset()
+		}
+	}()
+	for _, o := range ops {
+		if err := o.fn(t); err != nil {
+			s.failBatch(ops, err)
+			return err
+		}
+	}
+	if err := t.flush(); err != nil {
+		s.failBatch(ops, err)
+		return err
+	}
+	if _, err := s.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		s.failBatch(ops, err)
+		return fmt.Errorf("webhook: commit: %w", err)
+	}
+	for _, fn := range t.after {
+		fn()
+	}
+	return nil
+}
+
+// failBatch logs the failure of fire-and-forget ops, which have no caller
+// to tell.
+func (s *store) failBatch(ops []*op, err error) {
+	if len(ops) == 1 && ops[0].done == nil {
+		s.log.Error("webhook: recording failed; the delivery will be attempted again when its lease ends", "error", err)
+	}
+}
+
+// wtx is the writer's transaction in progress.
+type wtx struct {
+	s     *store
+	ctx   context.Context
+	now   time.Time
+	after []func()
+
+	regChecked bool
+	hooks      map[int64]*hookDelta
+}
+
+func (t *wtx) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := t.s.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := t.s.conn.PrepareContext(t.ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	t.s.stmts[query] = st
+	return st, nil
+}
+
+func (t *wtx) exec(query string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(t.ctx, args...)
+}
+
+func (t *wtx) query(query string, args ...any) (*sql.Rows, error) {
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(t.ctx, args...)
+}
+
+func (t *wtx) queryRow(query string, args ...any) *sql.Row {
+	st, err := t.stmt(query)
+	if err != nil {
+		// Surface the error through a Row that fails on Scan.
+		return t.s.conn.QueryRowContext(t.ctx, query, args...)
+	}
+	return st.QueryRowContext(t.ctx, args...)
+}
+
+// afterCommit runs fn once the transaction has committed.
+func (t *wtx) afterCommit(fn func()) { t.after = append(t.after, fn) }
+
+// ms converts a time to the stored unix milliseconds.
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// fromMS converts stored unix milliseconds to a UTC time.
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+// nullMS converts a nullable stored time; NULL is the zero time.
+func nullMS(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMS(v.Int64)
+}
+
+// ---------------------------------------------------------------------------
+// The registry cache: the writer's view of the webhooks, reloaded whenever
+// the registry version stored in webhook_meta changes.
+
+type hookEntry struct {
+	seq     int64
+	id      string
+	url     string
+	events  []string
+	secrets []Secret
+	enabled bool
+}
+
+type regCache struct {
+	version int64
+	bySeq   map[int64]*hookEntry
+	enabled []*hookEntry
+}
+
+// registry returns the current registry, checking its version once per
+// transaction.
+func (t *wtx) registry() (*regCache, error) {
+	if t.regChecked && t.s.reg != nil {
+		return t.s.reg, nil
+	}
+	var v int64
+	if err := t.queryRow("SELECT value FROM webhook_meta WHERE key = 'registry_version'").Scan(&v); err != nil {
+		return nil, fmt.Errorf("webhook: read registry version: %w", err)
+	}
+	if t.s.reg == nil || t.s.reg.version != v {
+		reg, err := loadRegistry(t, v)
+		if err != nil {
+			return nil, err
+		}
+		t.s.reg = reg
+	}
+	t.regChecked = true
+	return t.s.reg, nil
+}
+
+func loadRegistry(t *wtx, version int64) (*regCache, error) {
+	rows, err := t.query("SELECT seq, id, url, events, secret, enabled FROM webhooks")
+	if err != nil {
+		return nil, fmt.Errorf("webhook: load registry: %w", err)
+	}
+	defer rows.Close()
+	reg := &regCache{version: version, bySeq: make(map[int64]*hookEntry)}
+	for rows.Next() {
+		var h hookEntry
+		var events, secret string
+		if err := rows.Scan(&h.seq, &h.id, &h.url, &events, &secret, &h.enabled); err != nil {
+			return nil, fmt.Errorf("webhook: load registry: %w", err)
+		}
+		if err := json.Unmarshal([]byte(events), &h.events); err != nil {
+			t.s.log.Error("webhook: stored events are unreadable; the webhook receives nothing", "webhook_id", h.id)
+			h.enabled = false
+		}
+		h.secrets = []Secret{Secret(secret)}
+		reg.bySeq[h.seq] = &h
+		if h.enabled {
+			reg.enabled = append(reg.enabled, &h)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("webhook: load registry: %w", err)
+	}
+	return reg, nil
+}
+
+// registryChanged bumps the registry version, so that every writer
+// (in this process or another) reloads it.
+func (t *wtx) registryChanged() error {
+	if _, err := t.exec("UPDATE webhook_meta SET value = value + 1 WHERE key = 'registry_version'"); err != nil {
+		return fmt.Errorf("webhook: bump registry version: %w", err)
+	}
+	t.regChecked = false
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Events and deliveries.
+
+// publish stores an event and a pending delivery for every enabled webhook
+// subscribed to its type. It reports the number of deliveries and whether
+// the event was already stored (then nothing is written).
+func (t *wtx) publish(p preparedEvent) (int, bool, error) {
+	res, err := t.exec(`INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		p.id, p.typ, p.payload, ms(t.now))
+	if err != nil {
+		return 0, false, fmt.Errorf("webhook: store event: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return 0, true, err
+	}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return 0, false, err
+	}
+	reg, err := t.registry()
+	if err != nil {
+		return 0, false, err
+	}
+	n := 0
+	now := ms(t.now)
+	for _, h := range reg.enabled {
+		if !matchAny(h.events, p.typ) {
+			continue
+		}
+		if _, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?)`,
+			seq, h.seq, now, now, now); err != nil {
+			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
+		}
+		n++
+	}
+	return n, false, nil
+}
+
+// publishTx is publish inside a transaction of the host's.
+func publishTx(ctx context.Context, tx *sql.Tx, p preparedEvent, now time.Time) (int, bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		p.id, p.typ, p.payload, ms(now))
+	if err != nil {
+		return 0, false, fmt.Errorf("webhook: store event: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return 0, true, err
+	}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return 0, false, err
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT seq, events FROM webhooks WHERE enabled = 1")
+	if err != nil {
+		return 0, false, fmt.Errorf("webhook: read registry: %w", err)
+	}
+	var targets []int64
+	for rows.Next() {
+		var hs int64
+		var events string
+		if err := rows.Scan(&hs, &events); err != nil {
+			rows.Close()
+			return 0, false, fmt.Errorf("webhook: read registry: %w", err)
+		}
+		var pats []string
+		if json.Unmarshal([]byte(events), &pats) == nil && matchAny(pats, p.typ) {
+			targets = append(targets, hs)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, false, fmt.Errorf("webhook: read registry: %w", err)
+	}
+	for _, hs := range targets {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?)`,
+			seq, hs, ms(now), ms(now), ms(now)); err != nil {
+			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
+		}
+	}
+	return len(targets), false, nil
+}
+
+// job is a claimed delivery, ready to attempt.
+type job struct {
+	deliveryID int64
+	attempt    int
+	trigger    Trigger
+	hook       *hookEntry
+	eventID    string
+	eventType  string
+	payload    []byte
+}
+
+// claimPlan reports whether a due delivery of the webhook may be taken
+// now; one it refuses stays due, untouched.
+type claimPlan func(webhookSeq int64) bool
+
+// claim looks at up to n due deliveries and leases those that plan takes, cancelling those whose webhook is gone or
+// disabled, and failing those whose last attempt was lost with its
+// process. It reports how many due deliveries it looked at and the time the
+// next one is due (zero when none is pending).
+func (t *wtx) claim(n int, lease time.Duration, policy RetryPolicy, plan claimPlan) (jobs []job, seen int, next time.Time, err error) {
+	reg, err := t.registry()
+	if err != nil {
+		return nil, 0, time.Time{}, err
+	}
+	now := ms(t.now)
+	rows, err := t.query(`SELECT id, event_seq, webhook_seq, attempts FROM webhook_deliveries WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now, n)
+	if err != nil {
+		return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+	}
+	type cand struct {
+		id, ev, hs int64
+		attempts   int
+	}
+	var cands []cand
+	for rows.Next() {
+		var c cand
+		if err := rows.Scan(&c.id, &c.ev, &c.hs, &c.attempts); err != nil {
+			rows.Close()
+			return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+		}
+		cands = append(cands, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+	}
+	leaseUntil := ms(t.now.Add(lease))
+	for _, c := range cands {
+		h := reg.bySeq[c.hs]
+		switch {
+		case h == nil || !h.enabled:
+			if _, err := t.exec(`UPDATE webhook_deliveries SET status = 3, updated_at = ?, last_error = 'webhook disabled or deleted' WHERE id = ?`, now, c.id); err != nil {
+				return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+			}
+			continue
+		case c.attempts > 0 && !canRetry(policy, c.attempts):
+			// The last attempt's worker died with its lease.
+			if _, err := t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_error = 'the last attempt was interrupted' WHERE id = ?`, now, c.id); err != nil {
+				return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+			}
+			continue
+		}
+		if plan != nil && !plan(c.hs) {
+			continue // held: it stays due, without a write
+		}
+		if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ? WHERE id = ?`, leaseUntil, c.id); err != nil {
+			return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+		}
+		ev, err := t.event(c.ev)
+		if err != nil {
+			return nil, 0, time.Time{}, err
+		}
+		jobs = append(jobs, job{deliveryID: c.id, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
+			eventID: ev.id, eventType: ev.typ, payload: ev.payload})
+	}
+	var nextAt sql.NullInt64
+	if err := t.queryRow(`SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 0`).Scan(&nextAt); err != nil {
+		return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+	}
+	return jobs, len(cands), nullMS(nextAt), nil
+}
+
+func canRetry(p RetryPolicy, attempts int) bool {
+	_, ok := p.NextRetry(attempts)
+	return ok
+}
+
+// event returns a stored event, from the payload cache when it can.
+func (t *wtx) event(seq int64) (*cachedEvent, error) {
+	if ev := t.s.payloads.get(seq); ev != nil {
+		return ev, nil
+	}
+	ev := &cachedEvent{seq: seq}
+	if err := t.queryRow(`SELECT id, type, payload FROM webhook_events WHERE seq = ?`, seq).Scan(&ev.id, &ev.typ, &ev.payload); err != nil {
+		return nil, fmt.Errorf("webhook: read event: %w", err)
+	}
+	t.s.payloads.put(ev)
+	return ev, nil
+}
+
+// outcome is what an attempt came to, to be recorded.
+type outcome struct {
+	deliveryID int64
+	hookSeq    int64
+	attempt    int
+	trigger    Trigger
+	started    time.Time
+	duration   time.Duration
+	status     int
+	class      string
+	errMsg     string
+	body       []byte
+	result     result
+	nextAt     time.Time // for resultRetry
+}
+
+type result int
+
+const (
+	resultDelivered  result = iota
+	resultRetry             // failed; next attempt at nextAt
+	resultFailed            // failed; no attempt remains
+	resultGone              // 410: failed, and the webhook is disabled
+	resultReleased          // cancelled by Close: not an attempt at all
+	resultManualFail        // a manual attempt that failed: the schedule stays
+)
+
+// complete records an outcome.
+func (t *wtx) complete(o outcome) error {
+	now := ms(t.now)
+	if o.result == resultReleased {
+		_, err := t.exec(`UPDATE webhook_deliveries SET attempts = MAX(attempts - 1, 0), next_at = ? WHERE id = ? AND status = 0`, now, o.deliveryID)
+		return err
+	}
+	if err := t.insertAttempt(o); err != nil {
+		return err
+	}
+	var err error
+	switch o.result {
+	case resultDelivered:
+		_, err = t.exec(`UPDATE webhook_deliveries SET status = 1, updated_at = ?, last_status = ?, last_error = '' WHERE id = ? AND status IN (0, 2)`, now, o.status, o.deliveryID)
+	case resultRetry:
+		_, err = t.exec(`UPDATE webhook_deliveries SET next_at = ?, updated_at = ?, last_status = ?, last_error = ? WHERE id = ? AND status = 0`, ms(o.nextAt), now, o.status, o.errMsg, o.deliveryID)
+	case resultFailed, resultGone:
+		_, err = t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_status = ?, last_error = ? WHERE id = ? AND status = 0`, now, o.status, o.errMsg, o.deliveryID)
+	case resultManualFail:
+		_, err = t.exec(`UPDATE webhook_deliveries SET updated_at = ?, last_status = ?, last_error = ? WHERE id = ?`, now, o.status, o.errMsg, o.deliveryID)
+	}
+	if err != nil {
+		return fmt.Errorf("webhook: record outcome: %w", err)
+	}
+	if o.trigger == TriggerTest {
+		return nil
+	}
+	t.hookOutcome(o.hookSeq, o.result == resultDelivered, t.now)
+	if o.result == resultGone {
+		return t.disable(o.hookSeq, "the endpoint answered 410 Gone")
+	}
+	return nil
+}
+
+func (t *wtx) insertAttempt(o outcome) error {
+	var body any
+	if len(o.body) > 0 {
+		body = o.body
+	}
+	_, err := t.exec(`INSERT INTO webhook_attempts (delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		o.deliveryID, o.attempt, o.trigger.code(), ms(o.started), o.duration.Microseconds(), o.status, o.class, o.errMsg, body)
+	if err != nil {
+		return fmt.Errorf("webhook: record attempt: %w", err)
+	}
+	return nil
+}
+
+// hookDelta accumulates a batch's outcomes for one webhook, so that the
+// webhooks row is written once per batch.
+type hookDelta struct {
+	success      bool  // a success reset the streak in this batch
+	lastSuccess  int64 // time of the latest success
+	failures     int   // failures since the latest success (or since the batch began)
+	firstFailure int64 // time of the first of those failures
+	lastFailure  int64
+}
+
+func (t *wtx) hookOutcome(seq int64, ok bool, at time.Time) {
+	if t.hooks == nil {
+		t.hooks = make(map[int64]*hookDelta)
+	}
+	d := t.hooks[seq]
+	if d == nil {
+		d = &hookDelta{}
+		t.hooks[seq] = d
+	}
+	if ok {
+		d.success, d.lastSuccess, d.failures, d.firstFailure = true, ms(at), 0, 0
+		return
+	}
+	if d.failures == 0 {
+		d.firstFailure = ms(at)
+	}
+	d.failures++
+	d.lastFailure = ms(at)
+}
+
+// flush writes the accumulated webhook outcomes and applies the disable
+// rule.
+func (t *wtx) flush() error {
+	for seq, d := range t.hooks {
+		var streak int
+		var started sql.NullInt64
+		var enabled bool
+		var err error
+		if d.success {
+			var st any
+			if d.failures > 0 {
+				st = d.firstFailure
+			}
+			var lf any
+			if d.failures > 0 {
+				lf = d.lastFailure
+			}
+			err = t.queryRow(`UPDATE webhooks SET failure_streak = ?, streak_started_at = ?, last_success_at = ?, last_failure_at = COALESCE(?, last_failure_at) WHERE seq = ? RETURNING failure_streak, streak_started_at, enabled`,
+				d.failures, st, d.lastSuccess, lf, seq).Scan(&streak, &started, &enabled)
+		} else {
+			err = t.queryRow(`UPDATE webhooks SET failure_streak = failure_streak + ?, streak_started_at = COALESCE(streak_started_at, ?), last_failure_at = ? WHERE seq = ? RETURNING failure_streak, streak_started_at, enabled`,
+				d.failures, d.firstFailure, d.lastFailure, seq).Scan(&streak, &started, &enabled)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("webhook: record webhook outcome: %w", err)
+		}
+		if enabled && streak >= t.s.cfg.DisableAfterFailures && started.Valid &&
+			t.now.Sub(fromMS(started.Int64)) >= t.s.cfg.DisableAfterPeriod {
+			reason := fmt.Sprintf("%d consecutive failed attempts and no success for %s", streak, t.now.Sub(fromMS(started.Int64)).Round(time.Second))
+			if err := t.disable(seq, reason); err != nil {
+				return err
+			}
+		}
+	}
+	t.hooks = nil
+	return nil
+}
+
+// disable disables a webhook automatically, cancels its pending
+// deliveries and, after commit, tells the host.
+func (t *wtx) disable(seq int64, reason string) error {
+	now := ms(t.now)
+	var id, u string
+	err := t.queryRow(`UPDATE webhooks SET enabled = 0, disabled_reason = ?, disabled_at = ?, updated_at = ? WHERE seq = ? AND enabled = 1 RETURNING id, url`,
+		reason, now, now, seq).Scan(&id, &u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("webhook: disable webhook: %w", err)
+	}
+	if err := t.cancelPending(seq, "webhook disabled"); err != nil {
+		return err
+	}
+	if err := t.registryChanged(); err != nil {
+		return err
+	}
+	ev := WebhookDisabled{WebhookID: id, URL: u, Reason: reason, At: fromMS(now)}
+	if cb := t.s.onDisable; cb != nil {
+		t.afterCommit(func() {
+			t.s.callbacks.Add(1)
+			go func() {
+				defer t.s.callbacks.Done()
+				cb(ev)
+			}()
+		})
+	}
+	return nil
+}
+
+func (t *wtx) cancelPending(seq int64, why string) error {
+	if _, err := t.exec(`UPDATE webhook_deliveries SET status = 3, updated_at = ?, last_error = ? WHERE webhook_seq = ? AND status = 0`, ms(t.now), why, seq); err != nil {
+		return fmt.Errorf("webhook: cancel pending deliveries: %w", err)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// A small cache of event payloads, so that a fan-out to many webhooks reads
+// the payload once.
+
+type cachedEvent struct {
+	seq     int64
+	id, typ string
+	payload []byte
+}
+
+type payloadCache struct {
+	max, size int
+	m         map[int64]*cachedEvent
+	order     []int64 // insertion order, for eviction
+}
+
+func newPayloadCache(max int) *payloadCache {
+	return &payloadCache{max: max, m: make(map[int64]*cachedEvent)}
+}
+
+func (c *payloadCache) get(seq int64) *cachedEvent { return c.m[seq] }
+
+func (c *payloadCache) put(ev *cachedEvent) {
+	c.m[ev.seq] = ev
+	c.order = append(c.order, ev.seq)
+	c.size += len(ev.payload) + len(ev.id) + 64
+	for c.size > c.max && len(c.order) > 0 {
+		old := c.order[0]
+		c.order = c.order[1:]
+		if e := c.m[old]; e != nil {
+			c.size -= len(e.payload) + len(e.id) + 64
+			delete(c.m, old)
+		}
+	}
+	if len(c.order) > 4096 && cap(c.order) > 2*len(c.order) {
+		c.order = append([]int64(nil), c.order...)
+	}
+}
+
+func (c *payloadCache) reset() {
+	c.m = make(map[int64]*cachedEvent)
+	c.order = nil
+	c.size = 0
+}
