@@ -401,3 +401,59 @@ func mergeCancel(ctx, other context.Context) (context.Context, context.CancelFun
 		cancel(context.Canceled)
 	}
 }
+
+// Recover schedules again, for an attempt now, every failed delivery of a
+// webhook created in [since, until); a zero until means now. Their
+// retry schedules start over. Test sends are not recovered. It returns the
+// number of deliveries scheduled, ErrNotFound for an unknown webhook and
+// ErrWebhookDisabled when the webhook is disabled (enable it first).
+func (d *Dispatcher) Recover(ctx context.Context, webhookID string, since, until time.Time) (int, error) {
+	if err := d.enter(); err != nil {
+		return 0, err
+	}
+	defer d.calls.Done()
+	if err := checkWebhookID(webhookID); err != nil {
+		return 0, err
+	}
+	if since.IsZero() {
+		return 0, invalid("since", "is required")
+	}
+	if until.IsZero() {
+		until = d.now()
+	}
+	if !until.After(since) {
+		return 0, invalid("until", "must be after since")
+	}
+	var n int64
+	err := d.st.do(ctx, func(t *wtx) error {
+		var seq int64
+		var enabled bool
+		err := t.queryRow(`SELECT seq, enabled FROM webhooks WHERE id = ?`, webhookID).Scan(&seq, &enabled)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("webhook: recover: %w", err)
+		}
+		if !enabled {
+			return ErrWebhookDisabled
+		}
+		now := ms(t.now)
+		res, err := t.exec(`UPDATE webhook_deliveries SET status = 0, attempts = 0, next_at = ?, updated_at = ?, last_error = ''
+			WHERE webhook_seq = ? AND status = 2 AND created_at >= ? AND created_at < ?
+			AND NOT EXISTS (SELECT 1 FROM webhook_events e WHERE e.seq = event_seq AND e.type = 'webhook.test')`,
+			now, now, seq, ms(since), ms(until))
+		if err != nil {
+			return fmt.Errorf("webhook: recover: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		d.Notify()
+	}
+	return int(n), nil
+}

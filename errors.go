@@ -13,6 +13,10 @@ var (
 	// ErrNotFound is returned when a webhook, event or delivery does not exist.
 	ErrNotFound = errors.New("webhook: not found")
 
+	// ErrWebhookDisabled is returned by calls that need an enabled webhook,
+	// such as Recover, when it is disabled.
+	ErrWebhookDisabled = errors.New("webhook: webhook is disabled")
+
 	// ErrInvalid is matched by every *ValidationError, so that
 	// errors.Is(err, ErrInvalid) tells bad input apart from a failure.
 	ErrInvalid = errors.New("webhook: invalid input")
