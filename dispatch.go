@@ -137,7 +137,7 @@ const drainLimit = 64 << 10
 func newSender(cfg Config, guard *netGuard) *sender {
 	tr := &http.Transport{
 		Proxy:                  nil, // proxies from the environment are ignored
-		DialContext:            guard.dialer().DialContext,
+		DialContext:            guard.dialContext,
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           4 * cfg.Workers,
 		MaxIdleConnsPerHost:    cfg.Workers,

@@ -19,8 +19,8 @@ import (
 var migrations = []string{
 	// 1: the registry, events, deliveries, attempts and score baselines.
 	`
-CREATE TABLE IF NOT EXISTS webhooks (
-	seq               INTEGER PRIMARY KEY,
+CREATE TABLE webhooks (
+	seq               INTEGER PRIMARY KEY AUTOINCREMENT,
 	id                TEXT    NOT NULL UNIQUE,
 	url               TEXT    NOT NULL,
 	events            TEXT    NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE webhook_events (
 	created_at INTEGER NOT NULL
 );
 CREATE TABLE webhook_deliveries (
-	id          INTEGER PRIMARY KEY,
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
 	event_seq   INTEGER NOT NULL,
 	webhook_seq INTEGER NOT NULL,
 	status      INTEGER NOT NULL,
@@ -104,6 +104,7 @@ type store struct {
 	rdb  *sql.DB // reads
 	wdb  *sql.DB // writes; the host's db when not own
 	own  bool    // Open made the pools and Close closes them
+	path string  // the file, when Open made the pools
 	conn *sql.Conn
 
 	ops   chan *op
@@ -118,6 +119,7 @@ type store struct {
 	onDisable func(WebhookDisabled)
 	callbacks sync.WaitGroup
 
+	started  bool
 	stopOnce sync.Once
 }
 
@@ -165,7 +167,7 @@ func openStore(ctx context.Context, path string, cfg Config) (*store, error) {
 	}
 	rdb.SetMaxOpenConns(8)
 	rdb.SetMaxIdleConns(8)
-	s := &store{cfg: cfg, rdb: rdb, wdb: wdb, own: true}
+	s := &store{cfg: cfg, rdb: rdb, wdb: wdb, own: true, path: path}
 	if err := s.init(ctx); err != nil {
 		s.closeDBs()
 		return nil, err
@@ -265,7 +267,10 @@ func (s *store) migrate(ctx context.Context) error {
 	return nil
 }
 
-func (s *store) start() { go s.loop() }
+func (s *store) start() {
+	s.started = true
+	go s.loop()
+}
 
 // close stops the writer after it has committed every op already
 // submitted, and closes what the store opened.
@@ -273,7 +278,9 @@ func (s *store) close() error {
 	s.stopOnce.Do(func() {
 		if s.stopc != nil {
 			close(s.stopc)
-			<-s.donec
+			if s.started {
+				<-s.donec
+			}
 		}
 	})
 	s.callbacks.Wait()

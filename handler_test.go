@@ -1,0 +1,894 @@
+package webhook
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// apiTest is a dispatcher served under apiPrefix on a loopback server.
+type apiTest struct {
+	d    *Dispatcher
+	srv  *httptest.Server
+	logs *logBuffer
+}
+
+func newAPITest(t *testing.T, cfg Config) *apiTest {
+	t.Helper()
+	logs := &logBuffer{}
+	cfg.Logger = logs.logger()
+	d := openTest(t, cfg)
+	return &apiTest{d: d, srv: mountAPI(t, d.Handler()), logs: logs}
+}
+
+func (a *apiTest) do(t *testing.T, c apiCall) apiResponse {
+	t.Helper()
+	return do(t, a.srv, c)
+}
+
+// create registers a webhook through the API and returns its JSON.
+func (a *apiTest) create(t *testing.T, body string) map[string]any {
+	t.Helper()
+	resp := a.do(t, apiCall{method: "POST", path: "/webhooks", body: body})
+	require.Equal(t, http.StatusCreated, resp.status, "%s", resp.body)
+	return resp.json(t)
+}
+
+// requireError checks an error answer's status, code and field.
+func requireError(t *testing.T, resp apiResponse, status int, code, field string) map[string]any {
+	t.Helper()
+	require.Equal(t, status, resp.status, "%s", resp.body)
+	require.Equal(t, "application/json", resp.header.Get("Content-Type"))
+	e, ok := resp.json(t)["error"].(map[string]any)
+	require.True(t, ok, "%s", resp.body)
+	require.Equal(t, code, e["code"], "%s", resp.body)
+	if field == "" {
+		require.NotContains(t, e, "field", "%s", resp.body)
+	} else {
+		require.Equal(t, field, e["field"], "%s", resp.body)
+	}
+	require.NotEmpty(t, e["message"])
+	return e
+}
+
+const (
+	goodSecret = "whsec_BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY="
+	unknownID  = "0190b5c6-3f0e-7a2b-8c7d-1e2f3a4b5c6d"
+)
+
+func TestHandlerCreateShowsTheSecretOnce(t *testing.T) {
+	tests := []struct {
+		name   string
+		secret string // given in the request; empty to have one made
+	}{
+		{name: "made"},
+		{name: "given", secret: goodSecret},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseSecret(goodSecret)
+			require.NoError(t, err, "the test secret must be valid")
+			a := newAPITest(t, testConfig())
+			rc := newReceiver(t, nil)
+			body := `{"url":"` + rc.url() + `","events":["job.*"],"description":"d"}`
+			if tt.secret != "" {
+				body = `{"url":"` + rc.url() + `","events":["job.*"],"secret":"` + tt.secret + `"}`
+			}
+			resp := a.do(t, apiCall{method: "POST", path: "/webhooks", body: body})
+			require.Equal(t, http.StatusCreated, resp.status, "%s", resp.body)
+			hook := resp.json(t)
+			id := hook["id"].(string)
+			secret := hook["secret"].(string)
+			require.True(t, strings.HasPrefix(secret, SecretPrefix))
+			if tt.secret != "" {
+				require.Equal(t, tt.secret, secret)
+			}
+			require.Equal(t, apiPrefix+"/webhooks/"+id, resp.header.Get("Location"))
+			require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
+			require.Equal(t, rc.url(), hook["url"])
+			require.Equal(t, []any{"job.*"}, hook["events"])
+			require.Equal(t, true, hook["enabled"])
+
+			// The secret is the one deliveries are signed with.
+			_, err = a.d.Publish(t.Context(), NewJobComplete(JobComplete{JobID: "1"}))
+			require.NoError(t, err)
+			got := rc.waitFor(1)
+			verifyStandard(t, secret, got[0].Header, got[0].Body)
+
+			// No other answer shows it.
+			for _, c := range []apiCall{
+				{method: "GET", path: "/webhooks"},
+				{method: "GET", path: "/webhooks/" + id},
+				{method: "PATCH", path: "/webhooks/" + id, body: `{"description":"changed"}`},
+				{method: "POST", path: "/webhooks/" + id + "/test"},
+				{method: "GET", path: "/webhooks/" + id + "/deliveries"},
+			} {
+				resp := a.do(t, c)
+				require.Less(t, resp.status, 300, "%s %s: %s", c.method, c.path, resp.body)
+				require.NotContains(t, string(resp.body), secret, "%s %s", c.method, c.path)
+				require.NotContains(t, string(resp.body), `"secret"`, "%s %s", c.method, c.path)
+				require.NotContains(t, string(resp.body), strings.TrimPrefix(secret, SecretPrefix), "%s %s", c.method, c.path)
+			}
+			require.NotContains(t, a.logs.String(), strings.TrimPrefix(secret, SecretPrefix), "the secret was logged")
+		})
+	}
+}
+
+func TestHandlerLocationUnderAnyPrefix(t *testing.T) {
+	d := openTest(t, testConfig())
+	rc := newReceiver(t, nil)
+	body := `{"url":"` + rc.url() + `","events":["*"]}`
+	tests := []struct {
+		name   string
+		mount  func(http.Handler) http.Handler
+		prefix string
+	}{
+		{"root", func(h http.Handler) http.Handler { return h }, ""},
+		{"one segment", func(h http.Handler) http.Handler {
+			mux := http.NewServeMux()
+			mux.Handle("/api/", http.StripPrefix("/api", h))
+			return mux
+		}, "/api"},
+		{"deep", func(h http.Handler) http.Handler {
+			mux := http.NewServeMux()
+			mux.Handle("/admin/v2/hooks/", http.StripPrefix("/admin/v2/hooks", h))
+			return mux
+		}, "/admin/v2/hooks"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.mount(d.Handler()))
+			defer srv.Close()
+			resp, err := srv.Client().Post(srv.URL+tt.prefix+"/webhooks?", "application/json", strings.NewReader(body))
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusCreated, resp.StatusCode)
+			loc := resp.Header.Get("Location")
+			require.Regexp(t, "^"+tt.prefix+"/webhooks/[0-9a-f-]{36}$", loc)
+
+			// The Location leads to the webhook.
+			got, err := srv.Client().Get(srv.URL + loc)
+			require.NoError(t, err)
+			got.Body.Close()
+			require.Equal(t, http.StatusOK, got.StatusCode)
+		})
+	}
+}
+
+func TestHandlerStrictBodies(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	rc := newReceiver(t, nil)
+	url := rc.url()
+	hook := a.create(t, `{"url":"`+url+`","events":["*"]}`)
+	id := hook["id"].(string)
+	ok := `"url":"` + url + `","events":["job.complete"]`
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		body   string
+		code   string
+		field  string
+	}{
+		// Malformed bodies.
+		{"empty body", "POST", "/webhooks", "", codeInvalidJSON, ""},
+		{"null body", "POST", "/webhooks", "null", codeInvalidJSON, ""},
+		{"array body", "POST", "/webhooks", "[]", codeInvalidJSON, ""},
+		{"string body", "POST", "/webhooks", `"x"`, codeInvalidJSON, ""},
+		{"truncated", "POST", "/webhooks", `{"url":`, codeInvalidJSON, ""},
+		{"trailing comma", "POST", "/webhooks", `{` + ok + `,}`, codeInvalidJSON, ""},
+		{"trailing object", "POST", "/webhooks", `{` + ok + `} {}`, codeInvalidJSON, ""},
+		{"trailing garbage", "POST", "/webhooks", `{` + ok + `}x`, codeInvalidJSON, ""},
+		{"invalid UTF-8", "POST", "/webhooks", `{` + ok + `,"description":"` + "\xff" + `"}`, codeInvalidJSON, ""},
+		// Fields.
+		{"unknown field", "POST", "/webhooks", `{` + ok + `,"nope":1}`, codeInvalidRequest, "nope"},
+		{"case variant URL", "POST", "/webhooks", `{"URL":"` + url + `","events":["*"]}`, codeInvalidRequest, "URL"},
+		{"case variant Events", "POST", "/webhooks", `{"url":"` + url + `","Events":["*"]}`, codeInvalidRequest, "Events"},
+		{"duplicate key", "POST", "/webhooks", `{` + ok + `,"url":"` + url + `"}`, codeInvalidRequest, "url"},
+		{"null field", "POST", "/webhooks", `{` + ok + `,"description":null}`, codeInvalidRequest, "description"},
+		{"null url", "POST", "/webhooks", `{"url":null,"events":["*"]}`, codeInvalidRequest, "url"},
+		{"null events", "POST", "/webhooks", `{"url":"` + url + `","events":null}`, codeInvalidRequest, "events"},
+		{"null event", "POST", "/webhooks", `{"url":"` + url + `","events":[null]}`, codeInvalidRequest, "events[0]"},
+		{"null enabled", "POST", "/webhooks", `{` + ok + `,"enabled":null}`, codeInvalidRequest, "enabled"},
+		{"null secret", "POST", "/webhooks", `{` + ok + `,"secret":null}`, codeInvalidRequest, "secret"},
+		{"events not an array", "POST", "/webhooks", `{"url":"` + url + `","events":"job.complete"}`, codeInvalidRequest, "events"},
+		{"event not a string", "POST", "/webhooks", `{"url":"` + url + `","events":["*",1]}`, codeInvalidRequest, "events[1]"},
+		{"url not a string", "POST", "/webhooks", `{"url":1,"events":["*"]}`, codeInvalidRequest, "url"},
+		{"enabled not a boolean", "POST", "/webhooks", `{` + ok + `,"enabled":"true"}`, codeInvalidRequest, "enabled"},
+		{"description not a string", "POST", "/webhooks", `{` + ok + `,"description":{}}`, codeInvalidRequest, "description"},
+		{"missing url", "POST", "/webhooks", `{"events":["*"]}`, codeInvalidRequest, "url"},
+		{"missing events", "POST", "/webhooks", `{"url":"` + url + `"}`, codeInvalidRequest, "events"},
+		// Values the dispatcher rejects.
+		{"invalid url", "POST", "/webhooks", `{"url":"ftp://example.com/","events":["*"]}`, codeInvalidRequest, "url"},
+		{"empty url", "POST", "/webhooks", `{"url":"","events":["*"]}`, codeInvalidRequest, "url"},
+		{"blocked url", "POST", "/webhooks", `{"url":"http://169.254.169.254/latest","events":["*"]}`, codeInvalidRequest, "url"},
+		{"no events", "POST", "/webhooks", `{"url":"` + url + `","events":[]}`, codeInvalidRequest, "events"},
+		{"unknown event", "POST", "/webhooks", `{"url":"` + url + `","events":["*","no.such"]}`, codeInvalidRequest, "events[1]"},
+		{"invalid secret", "POST", "/webhooks", `{` + ok + `,"secret":"whsec_c2hvcnQ="}`, codeInvalidRequest, "secret"},
+		{"secret without prefix", "POST", "/webhooks", `{` + ok + `,"secret":"hunter2hunter2hunter2hunter2"}`, codeInvalidRequest, "secret"},
+		{"empty secret", "POST", "/webhooks", `{` + ok + `,"secret":""}`, codeInvalidRequest, "secret"},
+		{"long description", "POST", "/webhooks", `{` + ok + `,"description":"` + strings.Repeat("x", 1025) + `"}`, codeInvalidRequest, "description"},
+		// PATCH.
+		{"empty patch", "PATCH", "/webhooks/" + id, `{}`, codeInvalidRequest, ""},
+		{"patch secret", "PATCH", "/webhooks/" + id, `{"secret":"` + goodSecret + `"}`, codeInvalidRequest, "secret"},
+		{"patch null", "PATCH", "/webhooks/" + id, `{"url":null}`, codeInvalidRequest, "url"},
+		{"patch case variant", "PATCH", "/webhooks/" + id, `{"Enabled":false}`, codeInvalidRequest, "Enabled"},
+		{"patch duplicate", "PATCH", "/webhooks/" + id, `{"enabled":false,"enabled":true}`, codeInvalidRequest, "enabled"},
+		{"patch no events", "PATCH", "/webhooks/" + id, `{"events":[]}`, codeInvalidRequest, "events"},
+		{"patch invalid url", "PATCH", "/webhooks/" + id, `{"url":"http://user:pw@example.com/"}`, codeInvalidRequest, "url"},
+		{"patch null body", "PATCH", "/webhooks/" + id, `null`, codeInvalidJSON, ""},
+		// Recover.
+		{"recover without since", "POST", "/webhooks/" + id + "/recover", `{}`, codeInvalidRequest, "since"},
+		{"recover null since", "POST", "/webhooks/" + id + "/recover", `{"since":null}`, codeInvalidRequest, "since"},
+		{"recover bad since", "POST", "/webhooks/" + id + "/recover", `{"since":"yesterday"}`, codeInvalidRequest, "since"},
+		{"recover since as a number", "POST", "/webhooks/" + id + "/recover", `{"since":1714521600}`, codeInvalidRequest, "since"},
+		{"recover until before since", "POST", "/webhooks/" + id + "/recover", `{"since":"2024-05-02T00:00:00Z","until":"2024-05-01T00:00:00Z"}`, codeInvalidRequest, "until"},
+		{"recover unknown field", "POST", "/webhooks/" + id + "/recover", `{"since":"2024-05-02T00:00:00Z","status":"failed"}`, codeInvalidRequest, "status"},
+		// Routes without a body.
+		{"test with a body", "POST", "/webhooks/" + id + "/test", `{}`, codeInvalidRequest, ""},
+		{"retry with a body", "POST", "/deliveries/1/retry", `{}`, codeInvalidRequest, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := a.do(t, apiCall{method: tt.method, path: tt.path, body: tt.body, ctype: "application/json"})
+			e := requireError(t, resp, http.StatusBadRequest, tt.code, tt.field)
+			if strings.Contains(tt.name, "case variant") {
+				require.Contains(t, e["message"], "case-sensitive")
+			}
+		})
+	}
+
+	// Nothing was registered or changed by the rejected requests.
+	hooks, err := a.d.List(t.Context())
+	require.NoError(t, err)
+	require.Len(t, hooks, 1)
+	require.True(t, hooks[0].Enabled)
+}
+
+func TestHandlerQueryParameters(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	rc := newReceiver(t, nil)
+	id := a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)["id"].(string)
+	deliveries := "/webhooks/" + id + "/deliveries"
+	tests := []struct {
+		name  string
+		path  string
+		field string
+	}{
+		{"unknown parameter", "/webhooks?verbose=1", "verbose"},
+		{"unknown parameter on a delivery route", deliveries + "?limit=5&offset=10", "offset"},
+		{"case variant", deliveries + "?Limit=5", "Limit"},
+		{"repeated", deliveries + "?status=failed&status=pending", "status"},
+		{"limit zero", deliveries + "?limit=0", "limit"},
+		{"limit too large", deliveries + "?limit=501", "limit"},
+		{"limit negative", deliveries + "?limit=-1", "limit"},
+		{"limit not a number", deliveries + "?limit=ten", "limit"},
+		{"limit empty", deliveries + "?limit=", "limit"},
+		{"status unknown", deliveries + "?status=lost", "status"},
+		{"status empty", deliveries + "?status=", "status"},
+		{"cursor malformed", deliveries + "?cursor=abc", "cursor"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			requireError(t, a.do(t, apiCall{method: "GET", path: tt.path}), http.StatusBadRequest, codeInvalidRequest, tt.field)
+		})
+	}
+	t.Run("malformed query", func(t *testing.T) {
+		requireError(t, a.do(t, apiCall{method: "GET", path: deliveries + "?limit=5;status=failed"}), http.StatusBadRequest, codeInvalidRequest, "")
+	})
+}
+
+func TestHandlerNotFound(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	rc := newReceiver(t, nil)
+	id := a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)["id"].(string)
+	recoverBody := `{"since":"2024-05-01T00:00:00Z"}`
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		body   string
+	}{
+		{"unknown webhook", "GET", "/webhooks/" + unknownID, ""},
+		{"unknown webhook patch", "PATCH", "/webhooks/" + unknownID, `{"enabled":false}`},
+		{"unknown webhook delete", "DELETE", "/webhooks/" + unknownID, ""},
+		{"unknown webhook test", "POST", "/webhooks/" + unknownID + "/test", ""},
+		{"unknown webhook deliveries", "GET", "/webhooks/" + unknownID + "/deliveries", ""},
+		{"unknown webhook recover", "POST", "/webhooks/" + unknownID + "/recover", recoverBody},
+		{"uppercase webhook id", "GET", "/webhooks/" + strings.ToUpper(id), ""},
+		{"short webhook id", "GET", "/webhooks/123", ""},
+		{"webhook id with braces", "GET", "/webhooks/{" + id[:34] + "}", ""},
+		{"webhook id urn", "GET", "/webhooks/urn:uuid:" + id, ""},
+		{"malformed webhook id patch", "PATCH", "/webhooks/nope", `{"enabled":false}`},
+		{"malformed webhook id delete", "DELETE", "/webhooks/nope", ""},
+		{"malformed webhook id recover", "POST", "/webhooks/nope/recover", recoverBody},
+		{"unknown delivery", "GET", "/deliveries/424242", ""},
+		{"unknown delivery attempts", "GET", "/deliveries/424242/attempts", ""},
+		{"unknown delivery retry", "POST", "/deliveries/424242/retry", ""},
+		{"delivery id zero", "GET", "/deliveries/0", ""},
+		{"delivery id negative", "GET", "/deliveries/-1", ""},
+		{"delivery id plus", "GET", "/deliveries/+1", ""},
+		{"delivery id leading zero", "GET", "/deliveries/01", ""},
+		{"delivery id overflow", "GET", "/deliveries/9223372036854775808", ""},
+		{"delivery id not a number", "GET", "/deliveries/abc/attempts", ""},
+		{"delivery id hex", "POST", "/deliveries/0x10/retry", ""},
+		{"unknown route", "GET", "/nowhere", ""},
+		{"root", "GET", "/", ""},
+		{"trailing slash", "GET", "/webhooks/", ""},
+		{"too deep", "GET", "/webhooks/" + id + "/deliveries/1", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := a.do(t, apiCall{method: tt.method, path: tt.path, body: tt.body})
+			requireError(t, resp, http.StatusNotFound, codeNotFound, "")
+		})
+	}
+
+	// Paths that are not clean would be redirected by a ServeMux, to a
+	// place that misses the host's prefix; the handler answers 404. (A
+	// host's own ServeMux cleans them before, so ask the handler directly.)
+	for _, p := range []string{"/webhooks/../webhooks", "//webhooks", "/./webhooks", "/webhooks/" + id + "/", "/event-types/."} {
+		t.Run("unclean "+p, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("GET", "/", nil)
+			req.URL.Path = p
+			a.d.Handler().ServeHTTP(rec, req)
+			require.Equal(t, http.StatusNotFound, rec.Code, rec.Body.String())
+			require.Contains(t, rec.Body.String(), `"code":"not_found"`)
+			require.Empty(t, rec.Header().Get("Location"))
+		})
+	}
+}
+
+func TestHandlerIDsAreCheckedBeforeTheDatabase(t *testing.T) {
+	t.Run("parse", func(t *testing.T) {
+		tests := []struct {
+			in   string
+			want int64
+			ok   bool
+		}{
+			{"1", 1, true},
+			{"9223372036854775807", 1<<63 - 1, true},
+			{"9223372036854775808", 0, false},
+			{"0", 0, false},
+			{"01", 0, false},
+			{"-1", 0, false},
+			{"+1", 0, false},
+			{"1e3", 0, false},
+			{" 1", 0, false},
+			{"", 0, false},
+		}
+		for _, tt := range tests {
+			got, ok := parsePositive(tt.in)
+			require.Equal(t, tt.ok, ok, "%q", tt.in)
+			require.Equal(t, tt.want, got, "%q", tt.in)
+		}
+	})
+
+	// With the read pool closed, a query fails with 500: a 404 shows that
+	// no query was made.
+	a := newAPITest(t, Config{DisableDelivery: true})
+	require.NoError(t, a.d.st.rdb.Close())
+	for _, p := range []string{"/webhooks/nope", "/webhooks/" + unknownID[:35] + "x", "/deliveries/0", "/deliveries/x/attempts"} {
+		requireError(t, a.do(t, apiCall{method: "GET", path: p}), http.StatusNotFound, codeNotFound, "")
+	}
+	for _, p := range []string{"/webhooks/" + unknownID, "/deliveries/1"} {
+		require.Equal(t, http.StatusInternalServerError, a.do(t, apiCall{method: "GET", path: p}).status, p)
+	}
+}
+
+func TestHandlerMethodNotAllowed(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	tests := []struct {
+		method string
+		path   string
+		allow  string
+	}{
+		{"PUT", "/webhooks", "GET, HEAD, POST"},
+		{"DELETE", "/webhooks", "GET, HEAD, POST"},
+		{"POST", "/webhooks/" + unknownID, "DELETE, GET, HEAD, PATCH"},
+		{"PUT", "/webhooks/nope", "DELETE, GET, HEAD, PATCH"},
+		{"GET", "/webhooks/" + unknownID + "/test", "POST"},
+		{"POST", "/webhooks/" + unknownID + "/deliveries", "GET, HEAD"},
+		{"GET", "/webhooks/" + unknownID + "/recover", "POST"},
+		{"DELETE", "/deliveries/1", "GET, HEAD"},
+		{"POST", "/deliveries/1/attempts", "GET, HEAD"},
+		{"GET", "/deliveries/1/retry", "POST"},
+		{"POST", "/event-types", "GET, HEAD"},
+		{"OPTIONS", "/event-types", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			resp := a.do(t, apiCall{method: tt.method, path: tt.path})
+			requireError(t, resp, http.StatusMethodNotAllowed, codeMethodNotAllowed, "")
+			require.Equal(t, tt.allow, resp.header.Get("Allow"))
+		})
+	}
+}
+
+func TestHandlerBodyLimitsAndMediaType(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	rc := newReceiver(t, nil)
+	id := a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)["id"].(string)
+	big := `{"url":"` + rc.url() + `","events":["*"],"description":"` + strings.Repeat("x", maxRequestBody) + `"}`
+	good := `{"url":"` + rc.url() + `","events":["*"]}`
+	tests := []struct {
+		name    string
+		call    apiCall
+		status  int
+		code    string
+		field   string
+		created bool
+	}{
+		{"too large", apiCall{method: "POST", path: "/webhooks", body: big}, 413, codePayloadTooLarge, "", false},
+		{"too large, chunked", apiCall{method: "POST", path: "/webhooks", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
+		{"too large patch", apiCall{method: "PATCH", path: "/webhooks/" + id, body: big}, 413, codePayloadTooLarge, "", false},
+		{"too large recover", apiCall{method: "POST", path: "/webhooks/" + id + "/recover", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
+		{"no content type", apiCall{method: "POST", path: "/webhooks", body: good, header: http.Header{"Content-Type": nil}}, 415, codeUnsupportedMediaType, "", false},
+		{"text/plain", apiCall{method: "POST", path: "/webhooks", body: good, ctype: "text/plain"}, 415, codeUnsupportedMediaType, "", false},
+		{"form", apiCall{method: "PATCH", path: "/webhooks/" + id, body: `enabled=false`, ctype: "application/x-www-form-urlencoded"}, 415, codeUnsupportedMediaType, "", false},
+		{"json-ish", apiCall{method: "POST", path: "/webhooks", body: good, ctype: "application/jsonx"}, 415, codeUnsupportedMediaType, "", false},
+		{"latin1", apiCall{method: "POST", path: "/webhooks", body: good, ctype: "application/json; charset=iso-8859-1"}, 415, codeUnsupportedMediaType, "", false},
+		{"malformed content type", apiCall{method: "POST", path: "/webhooks", body: good, ctype: "application/json; charset"}, 415, codeUnsupportedMediaType, "", false},
+		{"utf-8 charset", apiCall{method: "POST", path: "/webhooks", body: good, ctype: "application/json; charset=utf-8"}, 201, "", "", true},
+		{"upper case", apiCall{method: "POST", path: "/webhooks", body: good, ctype: "Application/JSON; Charset=UTF-8"}, 201, "", "", true},
+		{"just under the limit", apiCall{method: "POST", path: "/webhooks", chunked: true,
+			body: `{"url":"` + rc.url() + `","events":["*"],"description":"` + strings.Repeat(" ", maxRequestBody-200) + `"}`}, 400, codeInvalidRequest, "description", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, err := a.d.List(t.Context())
+			require.NoError(t, err)
+			resp := a.do(t, tt.call)
+			if tt.code == "" {
+				require.Equal(t, tt.status, resp.status, "%s", resp.body)
+			} else {
+				// Just under the limit, the body is read in full and
+				// judged on its content.
+				requireError(t, resp, tt.status, tt.code, tt.field)
+			}
+			after, err := a.d.List(t.Context())
+			require.NoError(t, err)
+			if tt.created {
+				require.Len(t, after, len(before)+1)
+			} else {
+				require.Equal(t, before, after)
+			}
+		})
+	}
+}
+
+func TestHandlerInternalError(t *testing.T) {
+	a := newAPITest(t, Config{DisableDelivery: true})
+	require.NoError(t, a.d.st.rdb.Close()) // every read now fails
+
+	tests := []struct {
+		name string
+		call apiCall
+	}{
+		{"list webhooks", apiCall{method: "GET", path: "/webhooks"}},
+		{"get webhook", apiCall{method: "GET", path: "/webhooks/" + unknownID}},
+		{"list deliveries", apiCall{method: "GET", path: "/webhooks/" + unknownID + "/deliveries"}},
+		{"get delivery", apiCall{method: "GET", path: "/deliveries/1"}},
+		{"list attempts", apiCall{method: "GET", path: "/deliveries/1/attempts"}},
+		{"retry", apiCall{method: "POST", path: "/deliveries/1/retry"}},
+		{"test send", apiCall{method: "POST", path: "/webhooks/" + unknownID + "/test"}},
+	}
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := a.do(t, tt.call)
+			require.Equal(t, http.StatusInternalServerError, resp.status)
+			e := requireError(t, resp, http.StatusInternalServerError, codeInternal, "")
+			rid, _ := e["request_id"].(string)
+			require.NotEmpty(t, rid)
+			require.Equal(t, rid, resp.header.Get("X-Request-Id"))
+			require.False(t, seen[rid], "request IDs must differ")
+			seen[rid] = true
+			require.Equal(t, []string{"code", "message", "request_id"}, slices.Sorted(maps.Keys(e)))
+			body := strings.ToLower(string(resp.body))
+			for _, leak := range []string{"sql", "database", "closed", "select", ".db", os.TempDir(), "webhook:", ".go"} {
+				require.NotContains(t, body, strings.ToLower(leak))
+			}
+			// The real error is logged with the request ID.
+			logs := a.logs.String()
+			require.Contains(t, logs, `"request_id":"`+rid+`"`)
+			require.Contains(t, logs, "database is closed")
+		})
+	}
+
+	t.Run("a request ID set by the host is used", func(t *testing.T) {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Request-Id", "host-42")
+			a.d.Handler().ServeHTTP(w, r)
+		})
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/webhooks", nil))
+		require.Equal(t, http.StatusInternalServerError, rec.Code)
+		require.Equal(t, "host-42", rec.Header().Get("X-Request-Id"))
+		require.Contains(t, rec.Body.String(), `"request_id":"host-42"`)
+	})
+}
+
+func TestHandlerUnavailable(t *testing.T) {
+	t.Run("closed", func(t *testing.T) {
+		a := newAPITest(t, testConfig())
+		require.NoError(t, a.d.Close(t.Context()))
+		for _, c := range []apiCall{
+			{method: "GET", path: "/webhooks"},
+			{method: "POST", path: "/webhooks", body: `{"url":"http://127.0.0.1/","events":["*"]}`},
+			{method: "GET", path: "/webhooks/" + unknownID},
+			{method: "POST", path: "/deliveries/1/retry"},
+			{method: "GET", path: "/event-types"},
+		} {
+			requireError(t, a.do(t, c), http.StatusServiceUnavailable, codeUnavailable, "")
+		}
+	})
+	t.Run("cancelled request", func(t *testing.T) {
+		d := openTest(t, testConfig())
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		rec := httptest.NewRecorder()
+		d.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/webhooks", nil).WithContext(ctx))
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code, rec.Body.String())
+		require.Contains(t, rec.Body.String(), `"code":"unavailable"`)
+	})
+}
+
+func TestHandlerWebhookLifecycle(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	rc := newReceiver(t, nil)
+	other := newReceiver(t, nil)
+	id := a.create(t, `{"url":"`+rc.url()+`","events":["*"],"description":"first"}`)["id"].(string)
+	second := a.create(t, `{"url":"`+rc.url()+`","events":["job.failed"],"enabled":false}`)
+	require.Equal(t, false, second["enabled"])
+	require.Equal(t, "disabled by request", second["disabled_reason"])
+
+	list := a.do(t, apiCall{method: "GET", path: "/webhooks"})
+	require.Equal(t, http.StatusOK, list.status)
+	hooks := list.json(t)["webhooks"].([]any)
+	require.Len(t, hooks, 2)
+	require.Equal(t, id, hooks[0].(map[string]any)["id"], "oldest first")
+
+	tests := []struct {
+		name  string
+		patch string
+		check func(t *testing.T, w map[string]any)
+	}{
+		{"url", `{"url":"` + other.url() + `"}`, func(t *testing.T, w map[string]any) { require.Equal(t, other.url(), w["url"]) }},
+		{"events", `{"events":["job.complete","score.changed"]}`, func(t *testing.T, w map[string]any) {
+			require.Equal(t, []any{"job.complete", "score.changed"}, w["events"])
+		}},
+		{"description", `{"description":""}`, func(t *testing.T, w map[string]any) { require.Equal(t, "", w["description"]) }},
+		{"disable", `{"enabled":false}`, func(t *testing.T, w map[string]any) {
+			require.Equal(t, false, w["enabled"])
+			require.Equal(t, "disabled by request", w["disabled_reason"])
+			require.Contains(t, w, "disabled_at")
+		}},
+		{"enable", `{"enabled":true}`, func(t *testing.T, w map[string]any) {
+			require.Equal(t, true, w["enabled"])
+			require.NotContains(t, w, "disabled_reason")
+			require.NotContains(t, w, "disabled_at")
+		}},
+		{"several", `{"description":"both","enabled":true,"events":["*"]}`, func(t *testing.T, w map[string]any) {
+			require.Equal(t, "both", w["description"])
+			require.Equal(t, []any{"*"}, w["events"])
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: tt.patch})
+			require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+			tt.check(t, resp.json(t))
+			got := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id})
+			require.Equal(t, http.StatusOK, got.status)
+			require.Equal(t, resp.json(t), got.json(t), "GET shows what PATCH answered")
+		})
+	}
+
+	t.Run("head", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "HEAD", path: "/webhooks/" + id})
+		require.Equal(t, http.StatusOK, resp.status)
+		require.Empty(t, resp.body)
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "DELETE", path: "/webhooks/" + id})
+		require.Equal(t, http.StatusNoContent, resp.status)
+		require.Empty(t, resp.body)
+		requireError(t, a.do(t, apiCall{method: "GET", path: "/webhooks/" + id}), http.StatusNotFound, codeNotFound, "")
+		requireError(t, a.do(t, apiCall{method: "DELETE", path: "/webhooks/" + id}), http.StatusNotFound, codeNotFound, "")
+	})
+}
+
+func TestHandlerSendTest(t *testing.T) {
+	const answer = "receiver-private-answer-7f3a"
+	tests := []struct {
+		name      string
+		answer    func(w http.ResponseWriter)
+		closed    bool // the receiver is gone
+		delivered bool
+		status    float64
+		class     string
+	}{
+		{"delivered", func(w http.ResponseWriter) { w.Write([]byte(answer)) }, false, true, 200, ""},
+		{"refused by the receiver", func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(answer))
+		}, false, false, 503, ClassHTTP},
+		{"redirected", func(w http.ResponseWriter) {
+			w.Header().Set("Location", "http://169.254.169.254/")
+			w.WriteHeader(http.StatusFound)
+			w.Write([]byte(answer))
+		}, false, false, 302, ClassRedirect},
+		{"no receiver", nil, true, false, 0, ClassConnection},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAPITest(t, testConfig())
+			rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { tt.answer(w) })
+			id := a.create(t, `{"url":"`+rc.url()+`","events":["*"],"enabled":false}`)["id"].(string)
+			if tt.closed {
+				rc.srv.Close()
+			}
+			resp := a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/test"})
+			require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+			res := resp.json(t)
+			require.Equal(t, tt.delivered, res["delivered"])
+			require.Equal(t, tt.status, res["status_code"])
+			require.Equal(t, tt.class, res["error_class"])
+			require.GreaterOrEqual(t, res["duration_ms"], 0.0)
+			require.Greater(t, res["delivery_id"], 0.0)
+
+			// Neither the receiver's answer nor its address is shown.
+			host := strings.TrimPrefix(rc.srv.URL, "http://")
+			_, port, _ := strings.Cut(host, ":")
+			for _, leak := range []string{answer, "127.0.0.1", port, "169.254"} {
+				require.NotContains(t, string(resp.body), leak)
+			}
+			if !tt.closed {
+				require.Len(t, rc.requests(), 1)
+				require.Equal(t, EventTest, rc.requests()[0].Header.Get(HeaderSPARCEvent))
+			}
+
+			// The attempt log has the answer, by design.
+			did := fmt.Sprint(res["delivery_id"])
+			attempts := a.do(t, apiCall{method: "GET", path: "/deliveries/" + did + "/attempts"}).json(t)["attempts"].([]any)
+			require.Len(t, attempts, 1)
+			at := attempts[0].(map[string]any)
+			require.Equal(t, "test", at["trigger"])
+			if !tt.closed {
+				require.Equal(t, answer, at["response_body"])
+				require.Equal(t, "utf-8", at["response_body_encoding"])
+			}
+		})
+	}
+}
+
+func TestHandlerDeliveriesAndAttempts(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	binary := []byte{0xde, 0xad, 0xbe, 0xef, 0xff}
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(HeaderSPARCEvent) == EventJobFailed {
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write(binary)
+			return
+		}
+		w.Write([]byte("ok, thanks"))
+	})
+	id := a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)["id"].(string)
+	ctx := t.Context()
+	for i := range 5 {
+		_, err := a.d.Publish(ctx, NewJobComplete(JobComplete{JobID: fmt.Sprint(i)}))
+		require.NoError(t, err)
+	}
+	_, err := a.d.Publish(ctx, NewJobFailed(JobFailed{JobID: "f", Error: "boom"}))
+	require.NoError(t, err)
+	eventually(t, func() bool {
+		page, err := a.d.Deliveries(ctx, id, DeliveryQuery{Status: StatusPending})
+		require.NoError(t, err)
+		return len(page.Deliveries) == 0
+	}, "deliveries never settled")
+
+	t.Run("paging", func(t *testing.T) {
+		var ids []float64
+		cursor := ""
+		for pages := 0; ; pages++ {
+			require.Less(t, pages, 10)
+			p := "/webhooks/" + id + "/deliveries?limit=2"
+			if cursor != "" {
+				p += "&cursor=" + cursor
+			}
+			resp := a.do(t, apiCall{method: "GET", path: p})
+			require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+			page := resp.json(t)
+			dls := page["deliveries"].([]any)
+			require.LessOrEqual(t, len(dls), 2)
+			for _, dl := range dls {
+				ids = append(ids, dl.(map[string]any)["id"].(float64))
+			}
+			next, ok := page["next_cursor"].(string)
+			if !ok {
+				break
+			}
+			cursor = next
+		}
+		require.Len(t, ids, 6)
+		for i := 1; i < len(ids); i++ {
+			require.Less(t, ids[i], ids[i-1], "newest first, no repeats")
+		}
+	})
+
+	t.Run("filter", func(t *testing.T) {
+		tests := []struct {
+			status string
+			n      int
+		}{{"delivered", 5}, {"failed", 1}, {"pending", 0}, {"cancelled", 0}}
+		for _, tt := range tests {
+			resp := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=" + tt.status})
+			require.Equal(t, http.StatusOK, resp.status)
+			dls := resp.json(t)["deliveries"].([]any)
+			require.Len(t, dls, tt.n, tt.status)
+			for _, dl := range dls {
+				require.Equal(t, tt.status, dl.(map[string]any)["status"])
+			}
+		}
+	})
+
+	failed := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=failed"}).json(t)["deliveries"].([]any)[0].(map[string]any)
+	fid := fmt.Sprint(failed["id"])
+
+	t.Run("delivery", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "GET", path: "/deliveries/" + fid})
+		require.Equal(t, http.StatusOK, resp.status)
+		dl := resp.json(t)
+		require.Equal(t, failed, dl)
+		require.Equal(t, id, dl["webhook_id"])
+		require.Equal(t, EventJobFailed, dl["event_type"])
+		require.Equal(t, 400.0, dl["last_status_code"])
+	})
+
+	t.Run("attempts", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "GET", path: "/deliveries/" + fid + "/attempts"})
+		require.Equal(t, http.StatusOK, resp.status)
+		attempts := resp.json(t)["attempts"].([]any)
+		require.Len(t, attempts, 4, "fastRetries makes four attempts")
+		for i, x := range attempts {
+			at := x.(map[string]any)
+			require.Equal(t, float64(i+1), at["number"])
+			require.Equal(t, "scheduled", at["trigger"])
+			require.Equal(t, ClassHTTP, at["error_class"])
+			require.Contains(t, at, "duration_ms")
+			require.NotContains(t, at, "duration_ns")
+			require.Equal(t, "base64", at["response_body_encoding"])
+			require.Equal(t, base64.StdEncoding.EncodeToString(binary), at["response_body"])
+		}
+		ok := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=delivered&limit=1"}).json(t)["deliveries"].([]any)[0].(map[string]any)
+		attempts = a.do(t, apiCall{method: "GET", path: fmt.Sprintf("/deliveries/%v/attempts", ok["id"])}).json(t)["attempts"].([]any)
+		require.Len(t, attempts, 1)
+		at := attempts[0].(map[string]any)
+		require.Equal(t, "ok, thanks", at["response_body"])
+		require.Equal(t, "utf-8", at["response_body_encoding"])
+		require.NotContains(t, at, "error_class")
+	})
+
+	t.Run("attempts of nothing", func(t *testing.T) {
+		requireError(t, a.do(t, apiCall{method: "GET", path: "/deliveries/999999/attempts"}), http.StatusNotFound, codeNotFound, "")
+	})
+}
+
+func TestHandlerRetryAndRecover(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	var healthy = make(chan struct{})
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-healthy:
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte("down"))
+		}
+	})
+	id := a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)["id"].(string)
+	ctx := t.Context()
+	for i := range 3 {
+		_, err := a.d.Publish(ctx, NewJobComplete(JobComplete{JobID: fmt.Sprint(i)}))
+		require.NoError(t, err)
+	}
+	var failed []Delivery
+	eventually(t, func() bool {
+		page, err := a.d.Deliveries(ctx, id, DeliveryQuery{Status: StatusFailed})
+		require.NoError(t, err)
+		failed = page.Deliveries
+		return len(failed) == 3
+	}, "deliveries never failed")
+	since := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
+
+	t.Run("retry that fails", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "POST", path: fmt.Sprintf("/deliveries/%d/retry", failed[0].ID)})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		res := resp.json(t)
+		require.Equal(t, false, res["delivered"])
+		require.Equal(t, 500.0, res["status_code"])
+		require.Equal(t, ClassHTTP, res["error_class"])
+		require.Equal(t, float64(failed[0].ID), res["delivery_id"])
+		require.NotContains(t, string(resp.body), "down")
+	})
+
+	close(healthy)
+
+	t.Run("retry that succeeds", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "POST", path: fmt.Sprintf("/deliveries/%d/retry", failed[0].ID)})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		res := resp.json(t)
+		require.Equal(t, true, res["delivered"])
+		require.Equal(t, 204.0, res["status_code"])
+		require.Equal(t, "", res["error_class"])
+		dl := a.do(t, apiCall{method: "GET", path: fmt.Sprintf("/deliveries/%d", failed[0].ID)}).json(t)
+		require.Equal(t, "delivered", dl["status"])
+		attempts := a.do(t, apiCall{method: "GET", path: fmt.Sprintf("/deliveries/%d/attempts", failed[0].ID)}).json(t)["attempts"].([]any)
+		last := attempts[len(attempts)-1].(map[string]any)
+		require.Equal(t, "manual", last["trigger"])
+		require.Equal(t, 0.0, last["number"])
+	})
+
+	t.Run("recover of a disabled webhook", func(t *testing.T) {
+		require.Equal(t, http.StatusOK, a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"enabled":false}`}).status)
+		resp := a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/recover", body: `{"since":"` + since + `"}`})
+		requireError(t, resp, http.StatusConflict, codeConflict, "")
+		require.Equal(t, http.StatusOK, a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"enabled":true}`}).status)
+	})
+
+	t.Run("recover of an empty window", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/recover",
+			body: `{"since":"2020-01-01T00:00:00Z","until":"2020-01-02T00:00:00+02:00"}`})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		require.Equal(t, map[string]any{"scheduled": 0.0}, resp.json(t))
+	})
+
+	t.Run("recover", func(t *testing.T) {
+		resp := a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/recover", body: `{"since":"` + since + `"}`})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		require.Equal(t, map[string]any{"scheduled": 2.0}, resp.json(t))
+		for _, dl := range failed[1:] {
+			waitStatus(t, a.d, dl.ID, StatusDelivered)
+		}
+	})
+
+	t.Run("retry of a deleted webhook's delivery", func(t *testing.T) {
+		require.Equal(t, http.StatusNoContent, a.do(t, apiCall{method: "DELETE", path: "/webhooks/" + id}).status)
+		resp := a.do(t, apiCall{method: "POST", path: fmt.Sprintf("/deliveries/%d/retry", failed[0].ID)})
+		requireError(t, resp, http.StatusNotFound, codeNotFound, "")
+		dl := a.do(t, apiCall{method: "GET", path: fmt.Sprintf("/deliveries/%d", failed[0].ID)})
+		require.Equal(t, http.StatusOK, dl.status, "the history stays")
+		require.Equal(t, "", dl.json(t)["webhook_id"])
+	})
+}
+
+func TestHandlerEventTypes(t *testing.T) {
+	cfg := testConfig()
+	cfg.EventTypes = []EventType{{Name: "invoice.paid", Description: "An invoice was paid."}}
+	a := newAPITest(t, cfg)
+	resp := a.do(t, apiCall{method: "GET", path: "/event-types"})
+	require.Equal(t, http.StatusOK, resp.status)
+	require.Equal(t, map[string]any{"event_types": []any{
+		map[string]any{"name": "invoice.paid", "description": "An invoice was paid."},
+		map[string]any{"name": EventJobComplete, "description": "A batch job finished successfully."},
+		map[string]any{"name": EventJobFailed, "description": "A batch job failed."},
+		map[string]any{"name": EventScoreChanged, "description": "A subject's score changed significantly since it was last announced."},
+	}}, resp.json(t))
+
+	// The declared type can be subscribed to through the API.
+	rc := newReceiver(t, nil)
+	a.create(t, `{"url":"`+rc.url()+`","events":["invoice.paid"]}`)
+}
