@@ -76,17 +76,19 @@ const (
 // Every answer, errors included, is JSON: {"error":{"code","message",
 // "field"?,"request_id"?}} for an error, where code is one of
 // invalid_json, invalid_request, not_found, method_not_allowed, conflict,
-// payload_too_large, unsupported_media_type, unavailable and internal. Request bodies are decoded strictly: unknown fields, field
-// names in another case, repeated fields, null values, values of the wrong
-// type and data after the object are rejected with 400, naming the field.
-// Unknown query parameters are rejected too, and bodies over 64 KiB are
-// answered with 413. A malformed webhook or
-// delivery ID is answered with 404, as an unknown one, without a query. A
-// failure the caller cannot fix is answered with 500 and a request ID
-// (also sent as the X-Request-Id header) and nothing else; the error is
-// logged through Config.Logger with that ID as "request_id". A host
-// middleware that sets X-Request-Id on the response beforehand has its ID
-// used instead.
+// payload_too_large, unsupported_media_type, unavailable and internal.
+// Request bodies must be application/json and at most 64 KiB (else 415 or
+// 413), and are decoded strictly: unknown fields, field names in another
+// case, repeated fields, null values, values of the wrong type and data
+// after the object are rejected with 400, naming the field. Unknown query
+// parameters are rejected too. A malformed webhook or delivery ID is
+// answered with 404, as an unknown one, without a query. An unknown path
+// is answered with 404, and a known path asked with another method with
+// 405 and an Allow header. A failure the caller cannot fix is answered
+// with 500 and a request ID (also sent as the X-Request-Id header) and
+// nothing else; the error is logged through Config.Logger with that ID as
+// "request_id". A host middleware that sets X-Request-Id on the response
+// beforehand has its ID used instead.
 //
 // Only the answer to POST /webhooks shows a webhook's secret. The handler
 // starts no goroutines, and Close waits for the requests it is serving.
@@ -158,7 +160,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if c.status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", c.header.Get("Allow"))
 			a.fail(w, r, route{}, &apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
-				message: "method " + r.Method + " is not allowed here; see the Allow header"})
+				message: "this path does not take this method; see the Allow header"})
 			return
 		}
 		a.fail(w, r, route{}, errNoRoute)
