@@ -342,6 +342,7 @@ func (d *Dispatcher) SendTest(ctx context.Context, webhookID string) (AttemptRes
 		if err != nil {
 			return fmt.Errorf("webhook: record test delivery: %w", err)
 		}
+		t.count(cFailed, 1) // until its attempt succeeds
 		deliveryID, err = res.LastInsertId()
 		return err
 	})
@@ -447,6 +448,7 @@ func (d *Dispatcher) Recover(ctx context.Context, webhookID string, since, until
 			return fmt.Errorf("webhook: recover: %w", err)
 		}
 		n, err = res.RowsAffected()
+		t.count(cFailed, -n)
 		return err
 	})
 	if err != nil {

@@ -230,15 +230,6 @@ func NewScoreChanged(s ScoreChanged) Event {
 	return Event{Type: EventScoreChanged, Data: s}
 }
 
-// envelope is the body of every delivery, the payload shape of the
-// Standard Webhooks specification.
-type envelope struct {
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	Timestamp time.Time       `json:"timestamp"`
-	Data      json.RawMessage `json:"data"`
-}
-
 // preparedEvent is a validated event with its payload encoded once.
 type preparedEvent struct {
 	id      string
@@ -328,10 +319,19 @@ func encodeEvent(ev Event, maxBytes int) (preparedEvent, error) {
 	if string(data) == "null" {
 		data = json.RawMessage("{}")
 	}
-	payload, err := json.Marshal(envelope{ID: ev.ID, Type: ev.Type, Timestamp: at, Data: data})
-	if err != nil {
-		return preparedEvent{}, invalid("data", "cannot be encoded as JSON: %v", err)
-	}
+	// The envelope is assembled by hand: id and type are plain ASCII
+	// (checked), the time is RFC 3339, and data is JSON already, so
+	// encoding/json would only copy and check it again.
+	payload := make([]byte, 0, len(data)+len(ev.ID)+len(ev.Type)+80)
+	payload = append(payload, `{"id":"`...)
+	payload = append(payload, ev.ID...)
+	payload = append(payload, `","type":"`...)
+	payload = append(payload, ev.Type...)
+	payload = append(payload, `","timestamp":"`...)
+	payload = at.AppendFormat(payload, time.RFC3339Nano)
+	payload = append(payload, `","data":`...)
+	payload = append(payload, data...)
+	payload = append(payload, '}')
 	if len(payload) > maxBytes {
 		return preparedEvent{}, invalid("data", "encodes to %d bytes, more than the limit of %d", len(payload), maxBytes)
 	}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -62,7 +64,6 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 0;
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_seq, id);
-CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_seq);
 CREATE TABLE webhook_attempts (
 	id          INTEGER PRIMARY KEY,
 	delivery_id INTEGER NOT NULL,
@@ -76,6 +77,10 @@ CREATE TABLE webhook_attempts (
 	response    BLOB
 );
 CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id);
+CREATE TABLE webhook_counters (
+	name  TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE webhook_scores (
 	subject    TEXT PRIMARY KEY,
 	score      REAL    NOT NULL,
@@ -200,6 +205,14 @@ func (s *store) init(ctx context.Context) error {
 	if !strings.EqualFold(mode, "wal") {
 		conn.Close()
 		return fmt.Errorf("webhook: open database: journal mode is %q, WAL is required (an in-memory database cannot be used)", mode)
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA temp_store=MEMORY"); err != nil {
+		conn.Close()
+		return fmt.Errorf("webhook: open database: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint=10000"); err != nil {
+		conn.Close()
+		return fmt.Errorf("webhook: open database: %w", err)
 	}
 	if !s.own {
 		// The host's DSN is not ours: set what our writes rely on, on the
@@ -357,6 +370,9 @@ func (s *store) loop() {
 				s.run(batch)
 			}
 		}
+		// Let the goroutines that were just answered queue their next
+		// op, so that they share this commit.
+		runtime.Gosched()
 	drain:
 		for len(batch) < maxBatch {
 			select {
@@ -371,7 +387,11 @@ func (s *store) loop() {
 }
 
 // run commits a batch, isolating a failing op by running each op alone.
+var dbgBatches, dbgOps atomic.Int64
+
 func (s *store) run(batch []*op) {
+	dbgBatches.Add(1)
+	dbgOps.Add(int64(len(batch)))
 	live := batch[:0]
 	for _, o := range batch {
 		if err := o.ctx.Err(); err != nil {
@@ -455,7 +475,28 @@ type wtx struct {
 
 	regChecked bool
 	hooks      map[int64]*hookDelta
+	counts     map[string]int64 // counter deltas, written by flush
 }
+
+// count adds n to a counter of Stats, in this transaction.
+func (t *wtx) count(name string, n int64) {
+	if n == 0 {
+		return
+	}
+	if t.counts == nil {
+		t.counts = make(map[string]int64, 4)
+	}
+	t.counts[name] += n
+}
+
+// Counter names.
+const (
+	cDelivered      = "deliveries_delivered"
+	cFailed         = "deliveries_failed"
+	cCancelled      = "deliveries_cancelled"
+	cAttemptsOK     = "attempts_succeeded"
+	cAttemptsFailed = "attempts_failed"
+)
 
 func (t *wtx) stmt(query string) (*sql.Stmt, error) {
 	if st, ok := t.s.stmts[query]; ok {
@@ -613,17 +654,29 @@ func (t *wtx) publish(p preparedEvent) (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
+	// One statement inserts the whole fan-out: the webhooks' seqs travel
+	// as a JSON array.
+	buf := make([]byte, 0, 64)
+	buf = append(buf, '[')
 	n := 0
-	now := ms(t.now)
 	for _, h := range reg.enabled {
 		if !matchAny(h.events, p.typ) {
 			continue
 		}
-		if _, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?)`,
-			seq, h.seq, now, now, now); err != nil {
-			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
+		if n > 0 {
+			buf = append(buf, ',')
 		}
+		buf = strconv.AppendInt(buf, h.seq, 10)
 		n++
+	}
+	if n == 0 {
+		return 0, false, nil
+	}
+	buf = append(buf, ']')
+	now := ms(t.now)
+	if _, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
+		SELECT ?, value, 0, ?, ?, ? FROM json_each(?)`, seq, now, now, now, string(buf)); err != nil {
+		return 0, false, fmt.Errorf("webhook: store deliveries: %w", err)
 	}
 	return n, false, nil
 }
@@ -726,12 +779,14 @@ func (t *wtx) claim(n int, lease time.Duration, policy RetryPolicy, plan claimPl
 			if _, err := t.exec(`UPDATE webhook_deliveries SET status = 3, updated_at = ?, last_error = 'webhook disabled or deleted' WHERE id = ?`, now, c.id); err != nil {
 				return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
 			}
+			t.count(cCancelled, 1)
 			continue
 		case c.attempts > 0 && !canRetry(policy, c.attempts):
 			// The last attempt's worker died with its lease.
 			if _, err := t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_error = 'the last attempt was interrupted' WHERE id = ?`, now, c.id); err != nil {
 				return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
 			}
+			t.count(cFailed, 1)
 			continue
 		}
 		if plan != nil && !plan(c.hs) {
@@ -809,16 +864,45 @@ func (t *wtx) complete(o outcome) error {
 	if err := t.insertAttempt(o); err != nil {
 		return err
 	}
+	if o.result == resultDelivered {
+		t.count(cAttemptsOK, 1)
+	} else {
+		t.count(cAttemptsFailed, 1)
+	}
+	var from int
 	var err error
 	switch o.result {
 	case resultDelivered:
-		_, err = t.exec(`UPDATE webhook_deliveries SET status = 1, updated_at = ?, last_status = ?, last_error = '' WHERE id = ? AND status IN (0, 2)`, now, o.status, o.deliveryID)
+		// A manual or test attempt may deliver a failed delivery.
+		from = stPending
+		if o.trigger != TriggerScheduled {
+			err = t.queryRow(`SELECT status FROM webhook_deliveries WHERE id = ?`, o.deliveryID).Scan(&from)
+		}
+		if err == nil && (from == stPending || from == stFailed) {
+			var res sql.Result
+			res, err = t.exec(`UPDATE webhook_deliveries SET status = 1, updated_at = ?, last_status = ?, last_error = '' WHERE id = ? AND status = ?`, now, o.status, o.deliveryID, from)
+			if err == nil {
+				n, _ := res.RowsAffected()
+				t.count(cDelivered, n)
+				if from == stFailed {
+					t.count(cFailed, -n)
+				}
+			}
+		}
 	case resultRetry:
 		_, err = t.exec(`UPDATE webhook_deliveries SET next_at = ?, updated_at = ?, last_status = ?, last_error = ? WHERE id = ? AND status = 0`, ms(o.nextAt), now, o.status, o.errMsg, o.deliveryID)
 	case resultFailed, resultGone:
-		_, err = t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_status = ?, last_error = ? WHERE id = ? AND status = 0`, now, o.status, o.errMsg, o.deliveryID)
+		var res sql.Result
+		res, err = t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_status = ?, last_error = ? WHERE id = ? AND status = 0`, now, o.status, o.errMsg, o.deliveryID)
+		if err == nil {
+			n, _ := res.RowsAffected()
+			t.count(cFailed, n)
+		}
 	case resultManualFail:
 		_, err = t.exec(`UPDATE webhook_deliveries SET updated_at = ?, last_status = ?, last_error = ? WHERE id = ?`, now, o.status, o.errMsg, o.deliveryID)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		err = nil // settled meanwhile (cancelled, or delivered by another attempt)
 	}
 	if err != nil {
 		return fmt.Errorf("webhook: record outcome: %w", err)
@@ -914,6 +998,12 @@ func (t *wtx) flush() error {
 		}
 	}
 	t.hooks = nil
+	for name, n := range t.counts {
+		if _, err := t.exec(`INSERT INTO webhook_counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value`, name, n); err != nil {
+			return fmt.Errorf("webhook: update counters: %w", err)
+		}
+	}
+	t.counts = nil
 	return nil
 }
 
@@ -950,9 +1040,12 @@ func (t *wtx) disable(seq int64, reason string) error {
 }
 
 func (t *wtx) cancelPending(seq int64, why string) error {
-	if _, err := t.exec(`UPDATE webhook_deliveries SET status = 3, updated_at = ?, last_error = ? WHERE webhook_seq = ? AND status = 0`, ms(t.now), why, seq); err != nil {
+	res, err := t.exec(`UPDATE webhook_deliveries SET status = 3, updated_at = ?, last_error = ? WHERE webhook_seq = ? AND status = 0`, ms(t.now), why, seq)
+	if err != nil {
 		return fmt.Errorf("webhook: cancel pending deliveries: %w", err)
 	}
+	n, _ := res.RowsAffected()
+	t.count(cCancelled, n)
 	return nil
 }
 
