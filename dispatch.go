@@ -388,7 +388,7 @@ func (d *Dispatcher) logFailure(j job, o outcome) {
 type deliveryLoop struct {
 	d     *Dispatcher
 	jobs  chan job
-	done  chan int64 // a worker finished a job of this webhook
+	done  chan finished
 	wakec chan struct{}
 	stopc chan struct{}
 
@@ -404,6 +404,7 @@ type deliveryLoop struct {
 	// plan, which runs while the loop waits for it).
 	inflight int
 	perHook  map[int64]int
+	timerAt  time.Time // when the timer fires
 }
 
 func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
@@ -411,7 +412,7 @@ func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 	return &deliveryLoop{
 		d:        d,
 		jobs:     make(chan job, d.cfg.Workers),
-		done:     make(chan int64, d.cfg.Workers),
+		done:     make(chan finished, d.cfg.Workers),
 		wakec:    make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 		ctx:      ctx,
@@ -499,7 +500,7 @@ func (l *deliveryLoop) run() {
 					d.log.Error("webhook: claiming deliveries failed", "error", err)
 				}
 				more = false
-				resetTimer(timer, d.cfg.PollInterval)
+				l.setTimer(timer, d.cfg.PollInterval)
 			} else {
 				for _, j := range jobs {
 					l.inflight++
@@ -517,7 +518,7 @@ func (l *deliveryLoop) run() {
 				if !more && !next.IsZero() {
 					wait = min(wait, max(time.Until(next), time.Millisecond))
 				}
-				resetTimer(timer, wait)
+				l.setTimer(timer, wait)
 			}
 		}
 		select {
@@ -526,14 +527,15 @@ func (l *deliveryLoop) run() {
 		case <-l.wakec:
 			more = true
 		case <-timer.C:
+			l.timerAt = time.Time{}
 			more = true
-		case seq := <-l.done:
-			l.finished(seq)
+		case f := <-l.done:
+			l.finished(f, timer)
 		drain:
 			for {
 				select {
-				case seq := <-l.done:
-					l.finished(seq)
+				case f := <-l.done:
+					l.finished(f, timer)
 				default:
 					break drain
 				}
@@ -542,18 +544,30 @@ func (l *deliveryLoop) run() {
 	}
 }
 
-func (l *deliveryLoop) finished(seq int64) {
+// finished is what a worker tells the loop when it is done with a job.
+type finished struct {
+	seq     int64     // the job's webhook
+	retryAt time.Time // when the job's next attempt is due, if it failed
+}
+
+func (l *deliveryLoop) finished(f finished, timer *time.Timer) {
 	l.inflight--
-	if n := l.perHook[seq] - 1; n > 0 {
-		l.perHook[seq] = n
+	if n := l.perHook[f.seq] - 1; n > 0 {
+		l.perHook[f.seq] = n
 	} else {
-		delete(l.perHook, seq)
+		delete(l.perHook, f.seq)
+	}
+	if !f.retryAt.IsZero() && (l.timerAt.IsZero() || f.retryAt.Before(l.timerAt)) {
+		l.setTimer(timer, time.Until(f.retryAt))
 	}
 }
 
-func resetTimer(t *time.Timer, d time.Duration) {
+// setTimer makes the loop look for due deliveries after wait.
+func (l *deliveryLoop) setTimer(t *time.Timer, wait time.Duration) {
+	wait = max(wait, time.Millisecond)
+	l.timerAt = time.Now().Add(wait)
 	t.Stop()
-	t.Reset(d)
+	t.Reset(wait)
 }
 
 func (l *deliveryLoop) worker() {
@@ -568,8 +582,12 @@ func (l *deliveryLoop) worker() {
 		}
 		d.st.submit(func(t *wtx) error { return t.complete(o) })
 		// Tell the loop, unless it has stopped (then nobody counts).
+		f := finished{seq: j.hook.seq}
+		if o.result == resultRetry {
+			f.retryAt = o.nextAt
+		}
 		select {
-		case l.done <- j.hook.seq:
+		case l.done <- f:
 		case <-l.loopDone:
 		}
 	}

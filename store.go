@@ -3,17 +3,19 @@ package webhook
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // migrations are applied in order, each once, in one immediate
@@ -476,6 +478,7 @@ type wtx struct {
 	regChecked bool
 	hooks      map[int64]*hookDelta
 	counts     map[string]int64 // counter deltas, written by flush
+	outcomes   []outcome        // scheduled outcomes, written by flush
 }
 
 // count adds n to a counter of Stats, in this transaction.
@@ -772,6 +775,7 @@ func (t *wtx) claim(n int, lease time.Duration, policy RetryPolicy, plan claimPl
 		return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
 	}
 	leaseUntil := ms(t.now.Add(lease))
+	var ids []byte // the claimed ones, as a JSON array
 	for _, c := range cands {
 		h := reg.bySeq[c.hs]
 		switch {
@@ -792,15 +796,19 @@ func (t *wtx) claim(n int, lease time.Duration, policy RetryPolicy, plan claimPl
 		if plan != nil && !plan(c.hs) {
 			continue // held: it stays due, without a write
 		}
-		if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ? WHERE id = ?`, leaseUntil, c.id); err != nil {
-			return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
-		}
+		ids = appendIDs(ids, c.id)
 		ev, err := t.event(c.ev)
 		if err != nil {
 			return nil, 0, time.Time{}, err
 		}
 		jobs = append(jobs, job{deliveryID: c.id, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
 			eventID: ev.id, eventType: ev.typ, payload: ev.payload})
+	}
+	if len(ids) > 0 {
+		if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ? WHERE id IN (SELECT value FROM json_each(?))`,
+			leaseUntil, string(append(ids, ']'))); err != nil {
+			return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+		}
 	}
 	var nextAt sql.NullInt64
 	if err := t.queryRow(`SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 0`).Scan(&nextAt); err != nil {
@@ -861,13 +869,19 @@ func (t *wtx) complete(o outcome) error {
 		_, err := t.exec(`UPDATE webhook_deliveries SET attempts = MAX(attempts - 1, 0), next_at = ? WHERE id = ? AND status = 0`, now, o.deliveryID)
 		return err
 	}
-	if err := t.insertAttempt(o); err != nil {
-		return err
-	}
 	if o.result == resultDelivered {
 		t.count(cAttemptsOK, 1)
 	} else {
 		t.count(cAttemptsFailed, 1)
+	}
+	if o.trigger == TriggerScheduled && (o.result == resultDelivered || o.result == resultRetry || o.result == resultFailed) {
+		// The common case: written with the batch's others in flush.
+		t.outcomes = append(t.outcomes, o)
+		t.hookOutcome(o.hookSeq, o.result == resultDelivered, t.now)
+		return nil
+	}
+	if err := t.insertAttempt(o); err != nil {
+		return err
 	}
 	var from int
 	var err error
@@ -930,6 +944,146 @@ func (t *wtx) insertAttempt(o outcome) error {
 	return nil
 }
 
+// flushOutcomes records the batch's scheduled outcomes with one statement
+// for the attempts and one per kind of outcome for the deliveries: the rows
+// travel as JSON arrays, which SQLite reads with json_each, so a batch of a
+// hundred outcomes costs a handful of statements instead of hundreds.
+func (t *wtx) flushOutcomes() error {
+	if len(t.outcomes) == 0 {
+		return nil
+	}
+	now := ms(t.now)
+	var att, ok, retry, fail []byte
+	for i := range t.outcomes {
+		o := &t.outcomes[i]
+		att = appendRowStart(att)
+		att = strconv.AppendInt(att, o.deliveryID, 10)
+		att = append(att, ',')
+		att = strconv.AppendInt(att, int64(o.attempt), 10)
+		att = append(att, ',')
+		att = strconv.AppendInt(att, ms(o.started), 10)
+		att = append(att, ',')
+		att = strconv.AppendInt(att, o.duration.Microseconds(), 10)
+		att = append(att, ',')
+		att = strconv.AppendInt(att, int64(o.status), 10)
+		att = append(att, ',')
+		att = appendJSONString(att, o.class)
+		att = append(att, ',')
+		att = appendJSONString(att, o.errMsg)
+		att = append(att, ',', '"')
+		att = hex.AppendEncode(att, o.body)
+		att = append(att, '"', ']')
+		switch o.result {
+		case resultDelivered:
+			ok = appendRowStart(ok)
+			ok = strconv.AppendInt(ok, o.deliveryID, 10)
+			ok = append(ok, ',')
+			ok = strconv.AppendInt(ok, int64(o.status), 10)
+			ok = append(ok, ']')
+		case resultRetry, resultFailed:
+			row := &fail
+			if o.result == resultRetry {
+				row = &retry
+			}
+			*row = appendRowStart(*row)
+			*row = strconv.AppendInt(*row, o.deliveryID, 10)
+			*row = append(*row, ',')
+			*row = strconv.AppendInt(*row, int64(o.status), 10)
+			*row = append(*row, ',')
+			*row = appendJSONString(*row, o.errMsg)
+			*row = append(*row, ',')
+			*row = strconv.AppendInt(*row, ms(o.nextAt), 10)
+			*row = append(*row, ']')
+		}
+	}
+	t.outcomes = t.outcomes[:0]
+	if _, err := t.exec(`INSERT INTO webhook_attempts (delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response)
+		SELECT value->>0, value->>1, 0, value->>2, value->>3, value->>4, value->>5, value->>6, NULLIF(unhex(value->>7), x'')
+		FROM json_each(?)`, closeRows(att)); err != nil {
+		return fmt.Errorf("webhook: record attempts: %w", err)
+	}
+	if len(ok) > 0 {
+		res, err := t.exec(`UPDATE webhook_deliveries SET status = 1, updated_at = ?, last_status = j.value->>1, last_error = ''
+			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, now, closeRows(ok))
+		if err != nil {
+			return fmt.Errorf("webhook: record outcomes: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		t.count(cDelivered, n)
+	}
+	if len(retry) > 0 {
+		if _, err := t.exec(`UPDATE webhook_deliveries SET next_at = j.value->>3, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
+			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, now, closeRows(retry)); err != nil {
+			return fmt.Errorf("webhook: record outcomes: %w", err)
+		}
+	}
+	if len(fail) > 0 {
+		res, err := t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
+			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, now, closeRows(fail))
+		if err != nil {
+			return fmt.Errorf("webhook: record outcomes: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		t.count(cFailed, n)
+	}
+	return nil
+}
+
+// appendIDs appends an ID to an unterminated JSON array of IDs.
+func appendIDs(b []byte, id int64) []byte {
+	if len(b) == 0 {
+		b = append(b, '[')
+	} else {
+		b = append(b, ',')
+	}
+	return strconv.AppendInt(b, id, 10)
+}
+
+// appendRowStart opens a row of a JSON array of rows.
+func appendRowStart(b []byte) []byte {
+	if len(b) == 0 {
+		return append(b, '[', '[')
+	}
+	return append(b, ',', '[')
+}
+
+// closeRows closes a JSON array of rows.
+func closeRows(b []byte) string {
+	if len(b) == 0 {
+		return "[]"
+	}
+	return string(append(b, ']'))
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hexdigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexdigits[c>>4], hexdigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
 // hookDelta accumulates a batch's outcomes for one webhook, so that the
 // webhooks row is written once per batch.
 type hookDelta struct {
@@ -960,9 +1114,13 @@ func (t *wtx) hookOutcome(seq int64, ok bool, at time.Time) {
 	d.lastFailure = ms(at)
 }
 
-// flush writes the accumulated webhook outcomes and applies the disable
-// rule.
+// flush writes what the batch accumulated: the outcomes of scheduled
+// attempts, the webhooks' streaks (applying the disable rule) and the
+// counters.
 func (t *wtx) flush() error {
+	if err := t.flushOutcomes(); err != nil {
+		return err
+	}
 	for seq, d := range t.hooks {
 		var streak int
 		var started sql.NullInt64
