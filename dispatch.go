@@ -404,6 +404,7 @@ type deliveryLoop struct {
 	// plan, which runs while the loop waits for it).
 	inflight int
 	perHook  map[int64]int
+	breakers *breakers
 	timerAt  time.Time // when the timer fires
 }
 
@@ -419,6 +420,7 @@ func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 		cancel:   cancel,
 		loopDone: make(chan struct{}),
 		perHook:  make(map[int64]int),
+		breakers: newBreakers(d.cfg),
 	}
 }
 
@@ -473,26 +475,29 @@ func (l *deliveryLoop) run() {
 		if more && l.inflight < d.cfg.Workers {
 			free := d.cfg.Workers - l.inflight
 			window := min(4*free, 512)
-			var jobs []job
-			var seen int
-			var next time.Time
+			var got claimed
 			taken := make(map[int64]int)
-			claimed := 0
-			// plan holds the deliveries of webhooks at their cap, and
-			// everything once the free workers are spoken for.
-			plan := func(seq int64) bool {
-				if claimed >= free || l.perHook[seq]+taken[seq] >= d.cfg.MaxInFlightPerWebhook {
-					return false
+			claimedN := 0
+			now := time.Now()
+			// plan takes what the free workers can attempt, holding the
+			// deliveries of webhooks at their cap or with an open breaker.
+			plan := func(seq int64) planVerdict {
+				if claimedN >= free {
+					return planFull
+				}
+				inFlight := l.perHook[seq] + taken[seq]
+				if inFlight >= d.cfg.MaxInFlightPerWebhook || !l.breakers.allow(seq, inFlight, now) {
+					return planHold
 				}
 				taken[seq]++
-				claimed++
-				return true
+				claimedN++
+				return planTake
 			}
 			err := d.st.do(l.ctx, func(t *wtx) error {
 				clear(taken)
-				claimed = 0
+				claimedN = 0
 				var err error
-				jobs, seen, next, err = t.claim(window, lease, d.cfg.RetryPolicy, plan)
+				got, err = t.claim(window, lease, d.cfg.RetryPolicy, plan)
 				return err
 			})
 			if err != nil {
@@ -502,21 +507,20 @@ func (l *deliveryLoop) run() {
 				more = false
 				l.setTimer(timer, d.cfg.PollInterval)
 			} else {
-				for _, j := range jobs {
+				for _, j := range got.jobs {
 					l.inflight++
 					l.perHook[j.hook.seq]++
 					l.jobs <- j
 				}
-				if len(jobs) > 0 && seen == window {
-					continue // a full window may hide more due deliveries
+				if len(got.jobs) > 0 && got.full {
+					continue // more may be due
 				}
-				// Due deliveries that were held wait for a worker of their
-				// webhook to finish; otherwise sleep until the next one is
-				// due.
-				more = seen > len(jobs)
+				// Held deliveries wait for a worker of their webhook to
+				// finish; otherwise sleep until the next one is due.
+				more = got.held
 				wait := d.cfg.PollInterval
-				if !more && !next.IsZero() {
-					wait = min(wait, max(time.Until(next), time.Millisecond))
+				if !more && !got.next.IsZero() {
+					wait = min(wait, time.Until(got.next))
 				}
 				l.setTimer(timer, wait)
 			}
@@ -547,6 +551,9 @@ func (l *deliveryLoop) run() {
 // finished is what a worker tells the loop when it is done with a job.
 type finished struct {
 	seq     int64     // the job's webhook
+	hookID  string    // and its ID
+	breaker bool      // the attempt failed in a way that counts for the breaker
+	at      time.Time // when the attempt ended
 	retryAt time.Time // when the job's next attempt is due, if it failed
 }
 
@@ -557,9 +564,23 @@ func (l *deliveryLoop) finished(f finished, timer *time.Timer) {
 	} else {
 		delete(l.perHook, f.seq)
 	}
+	if until := l.breakers.record(f.seq, f.breaker, f.at); !until.IsZero() {
+		l.hold(f.seq, f.hookID, until)
+		f.retryAt = until
+	}
 	if !f.retryAt.IsZero() && (l.timerAt.IsZero() || f.retryAt.Before(l.timerAt)) {
 		l.setTimer(timer, time.Until(f.retryAt))
 	}
+}
+
+// hold postpones a webhook's pending deliveries until its breaker's
+// cool-down ends, so that they do not crowd the head of the queue.
+func (l *deliveryLoop) hold(seq int64, id string, until time.Time) {
+	l.d.log.Warn("webhook circuit breaker open: holding the webhook's deliveries", "webhook_id", id, "until", until.UTC().Format(time.RFC3339Nano))
+	l.d.st.submit(func(t *wtx) error {
+		_, err := t.exec(`UPDATE webhook_deliveries SET next_at = ? WHERE webhook_seq = ? AND status = 0 AND next_at < ?`, ms(until), seq, ms(until))
+		return err
+	})
 }
 
 // setTimer makes the loop look for due deliveries after wait.
@@ -582,7 +603,7 @@ func (l *deliveryLoop) worker() {
 		}
 		d.st.submit(func(t *wtx) error { return t.complete(o) })
 		// Tell the loop, unless it has stopped (then nobody counts).
-		f := finished{seq: j.hook.seq}
+		f := finished{seq: j.hook.seq, hookID: j.hook.id, breaker: breakerClass(r), at: time.Now()}
 		if o.result == resultRetry {
 			f.retryAt = o.nextAt
 		}

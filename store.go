@@ -64,7 +64,7 @@ CREATE TABLE webhook_deliveries (
 	last_status INTEGER NOT NULL DEFAULT 0,
 	last_error  TEXT    NOT NULL DEFAULT ''
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 0;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at, webhook_seq) WHERE status = 0;
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_seq, id);
 CREATE TABLE webhook_attempts (
 	id          INTEGER PRIMARY KEY,
@@ -739,82 +739,140 @@ type job struct {
 	payload    []byte
 }
 
-// claimPlan reports whether a due delivery of the webhook may be taken
-// now; one it refuses stays due, untouched.
-type claimPlan func(webhookSeq int64) bool
+// claimPlan decides about a due delivery of a webhook.
+type claimPlan func(webhookSeq int64) planVerdict
 
-// claim looks at up to n due deliveries and leases those that plan takes, cancelling those whose webhook is gone or
-// disabled, and failing those whose last attempt was lost with its
-// process. It reports how many due deliveries it looked at and the time the
-// next one is due (zero when none is pending).
-func (t *wtx) claim(n int, lease time.Duration, policy RetryPolicy, plan claimPlan) (jobs []job, seen int, next time.Time, err error) {
+type planVerdict int
+
+const (
+	planTake planVerdict = iota // attempt it now
+	planHold                    // its webhook cannot take more now: leave it due
+	planFull                    // every free worker is spoken for: stop
+)
+
+// claimed is what claim found.
+type claimed struct {
+	jobs []job
+	// held reports due deliveries left for later because their webhook
+	// was at its cap or its breaker was open.
+	held bool
+	// full reports that the last look at the queue was cut short, so more
+	// deliveries may be due.
+	full bool
+	// next is when the next pending delivery is due (zero when none is).
+	next time.Time
+}
+
+// claim leases due deliveries that plan takes, looking at up to window of
+// them. Deliveries whose webhook is gone or disabled are cancelled, and
+// those whose last attempt died with its process are failed. When some
+// webhooks are held (at their cap, or their breaker open) and their
+// deliveries crowd the head of the queue, it looks again past them, so
+// that one slow endpoint cannot starve the others.
+func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan claimPlan) (claimed, error) {
+	var out claimed
 	reg, err := t.registry()
 	if err != nil {
-		return nil, 0, time.Time{}, err
+		return out, err
 	}
 	now := ms(t.now)
-	rows, err := t.query(`SELECT id, event_seq, webhook_seq, attempts FROM webhook_deliveries WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now, n)
-	if err != nil {
-		return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
-	}
-	type cand struct {
-		id, ev, hs int64
-		attempts   int
-	}
-	var cands []cand
-	for rows.Next() {
-		var c cand
-		if err := rows.Scan(&c.id, &c.ev, &c.hs, &c.attempts); err != nil {
-			rows.Close()
-			return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
-		}
-		cands = append(cands, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
-	}
 	leaseUntil := ms(t.now.Add(lease))
-	var ids []byte // the claimed ones, as a JSON array
-	for _, c := range cands {
-		h := reg.bySeq[c.hs]
-		switch {
-		case h == nil || !h.enabled:
-			if _, err := t.exec(`UPDATE webhook_deliveries SET status = 3, updated_at = ?, last_error = 'webhook disabled or deleted' WHERE id = ?`, now, c.id); err != nil {
-				return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
-			}
-			t.count(cCancelled, 1)
-			continue
-		case c.attempts > 0 && !canRetry(policy, c.attempts):
-			// The last attempt's worker died with its lease.
-			if _, err := t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_error = 'the last attempt was interrupted' WHERE id = ?`, now, c.id); err != nil {
-				return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
-			}
-			t.count(cFailed, 1)
-			continue
+	var held []byte // JSON array of the held webhooks' seqs
+	heldSet := map[int64]bool{}
+	for pass := 0; pass < 2; pass++ {
+		var rows *sql.Rows
+		if pass == 0 {
+			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts FROM webhook_deliveries
+				WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now, window)
+		} else {
+			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts FROM webhook_deliveries
+				WHERE status = 0 AND next_at <= ? AND webhook_seq NOT IN (SELECT value FROM json_each(?))
+				ORDER BY next_at LIMIT ?`, now, string(append(held, ']')), window)
 		}
-		if plan != nil && !plan(c.hs) {
-			continue // held: it stays due, without a write
-		}
-		ids = appendIDs(ids, c.id)
-		ev, err := t.event(c.ev)
 		if err != nil {
-			return nil, 0, time.Time{}, err
+			return out, fmt.Errorf("webhook: claim: %w", err)
 		}
-		jobs = append(jobs, job{deliveryID: c.id, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
-			eventID: ev.id, eventType: ev.typ, payload: ev.payload})
-	}
-	if len(ids) > 0 {
-		if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ? WHERE id IN (SELECT value FROM json_each(?))`,
-			leaseUntil, string(append(ids, ']'))); err != nil {
-			return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+		type cand struct {
+			id, ev, hs int64
+			attempts   int
+		}
+		var cands []cand
+		for rows.Next() {
+			var c cand
+			if err := rows.Scan(&c.id, &c.ev, &c.hs, &c.attempts); err != nil {
+				rows.Close()
+				return out, fmt.Errorf("webhook: claim: %w", err)
+			}
+			cands = append(cands, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return out, fmt.Errorf("webhook: claim: %w", err)
+		}
+		out.full = len(cands) == window
+		var ids []byte // the taken ones, as a JSON array
+		stopped := false
+	scan:
+		for _, c := range cands {
+			h := reg.bySeq[c.hs]
+			switch {
+			case h == nil || !h.enabled:
+				if _, err := t.exec(`UPDATE webhook_deliveries SET status = 3, updated_at = ?, last_error = 'webhook disabled or deleted' WHERE id = ?`, now, c.id); err != nil {
+					return out, fmt.Errorf("webhook: claim: %w", err)
+				}
+				t.count(cCancelled, 1)
+				continue
+			case c.attempts > 0 && !canRetry(policy, c.attempts):
+				// The last attempt's worker died with its lease.
+				if _, err := t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_error = 'the last attempt was interrupted' WHERE id = ?`, now, c.id); err != nil {
+					return out, fmt.Errorf("webhook: claim: %w", err)
+				}
+				t.count(cFailed, 1)
+				continue
+			}
+			if plan != nil {
+				switch plan(c.hs) {
+				case planFull:
+					stopped = true
+					break scan
+				case planHold:
+					out.held = true
+					if !heldSet[c.hs] {
+						heldSet[c.hs] = true
+						held = appendIDs(held, c.hs)
+					}
+					continue // it stays due, without a write
+				}
+			}
+			ids = appendIDs(ids, c.id)
+			ev, err := t.event(c.ev)
+			if err != nil {
+				return out, err
+			}
+			out.jobs = append(out.jobs, job{deliveryID: c.id, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
+				eventID: ev.id, eventType: ev.typ, payload: ev.payload})
+		}
+		if len(ids) > 0 {
+			if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ? WHERE id IN (SELECT value FROM json_each(?))`,
+				leaseUntil, string(append(ids, ']'))); err != nil {
+				return out, fmt.Errorf("webhook: claim: %w", err)
+			}
+		}
+		if stopped {
+			out.full = true
+			break
+		}
+		// Look past the held webhooks only when they filled the window.
+		if !out.full || len(held) == 0 {
+			break
 		}
 	}
 	var nextAt sql.NullInt64
 	if err := t.queryRow(`SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 0`).Scan(&nextAt); err != nil {
-		return nil, 0, time.Time{}, fmt.Errorf("webhook: claim: %w", err)
+		return out, fmt.Errorf("webhook: claim: %w", err)
 	}
-	return jobs, len(cands), nullMS(nextAt), nil
+	out.next = nullMS(nextAt)
+	return out, nil
 }
 
 func canRetry(p RetryPolicy, attempts int) bool {

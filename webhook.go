@@ -61,6 +61,19 @@ type Config struct {
 	// of Workers, at least 1.
 	MaxInFlightPerWebhook int
 
+	// BreakerThreshold is how many consecutive attempts to a webhook that
+	// end in a timeout, a connection error, a 429 or a 503 open its
+	// circuit breaker: its deliveries are then held for a cool-down, after
+	// which a single probe is attempted. Negative disables the breaker.
+	// Default: 5.
+	BreakerThreshold int
+
+	// BreakerCooldown is the first cool-down of an opened breaker; each
+	// failed probe doubles it, up to BreakerMaxCooldown. Defaults: 10
+	// seconds and 10 minutes.
+	BreakerCooldown    time.Duration
+	BreakerMaxCooldown time.Duration
+
 	// AttemptTimeout bounds one delivery attempt: connecting, sending and
 	// reading the response. Default: 15 seconds.
 	AttemptTimeout time.Duration
@@ -145,6 +158,9 @@ type Config struct {
 const (
 	DefaultWorkers              = 32
 	DefaultAttemptTimeout       = 15 * time.Second
+	DefaultBreakerThreshold     = 5
+	DefaultBreakerCooldown      = 10 * time.Second
+	DefaultBreakerMaxCooldown   = 10 * time.Minute
 	DefaultMaxResponseBody      = 16 << 10
 	DefaultMaxPayloadBytes      = 256 << 10
 	DefaultMaxRetryAfter        = time.Hour
@@ -166,6 +182,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxInFlightPerWebhook == 0 {
 		c.MaxInFlightPerWebhook = max(1, c.Workers/4)
+	}
+	if c.BreakerThreshold == 0 {
+		c.BreakerThreshold = DefaultBreakerThreshold
+	}
+	if c.BreakerCooldown == 0 {
+		c.BreakerCooldown = DefaultBreakerCooldown
+	}
+	if c.BreakerMaxCooldown == 0 {
+		c.BreakerMaxCooldown = max(DefaultBreakerMaxCooldown, c.BreakerCooldown)
 	}
 	if c.AttemptTimeout == 0 {
 		c.AttemptTimeout = DefaultAttemptTimeout
@@ -211,6 +236,10 @@ func (c Config) validate() error {
 		return invalid("Workers", "must be at least 1")
 	case c.MaxInFlightPerWebhook < 1:
 		return invalid("MaxInFlightPerWebhook", "must be at least 1")
+	case c.BreakerCooldown < 0:
+		return invalid("BreakerCooldown", "must not be negative")
+	case c.BreakerMaxCooldown < c.BreakerCooldown:
+		return invalid("BreakerMaxCooldown", "must be at least BreakerCooldown")
 	case c.AttemptTimeout < time.Millisecond:
 		return invalid("AttemptTimeout", "must be at least 1ms")
 	case c.LeaseDuration <= c.AttemptTimeout:
