@@ -262,19 +262,15 @@ type AttemptResult struct {
 func (d *Dispatcher) loadJob(ctx context.Context, deliveryID int64) (job, int, error) {
 	var j job
 	var status int
-	var events string
-	h := &hookEntry{}
-	var secret string
-	err := d.st.rdb.QueryRowContext(ctx, `SELECT d.id, d.status, e.id, e.type, e.payload, w.seq, w.id, w.url, w.events, w.secret, w.enabled
+	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, `SELECT `+hookColumns+`, d.id, d.status, e.id, e.type, e.payload
 		FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq JOIN webhooks w ON w.seq = d.webhook_seq
-		WHERE d.id = ?`, deliveryID).Scan(&j.deliveryID, &status, &j.eventID, &j.eventType, &j.payload, &h.seq, &h.id, &h.url, &events, &secret, &h.enabled)
+		WHERE d.id = ?`, deliveryID), &j.deliveryID, &status, &j.eventID, &j.eventType, &j.payload)
 	if errors.Is(err, sql.ErrNoRows) {
 		return job{}, 0, ErrNotFound
 	}
 	if err != nil {
 		return job{}, 0, fmt.Errorf("webhook: load delivery: %w", err)
 	}
-	h.secrets = []Secret{Secret(secret)}
 	j.hook = h
 	return j, status, nil
 }
@@ -311,16 +307,13 @@ func (d *Dispatcher) SendTest(ctx context.Context, webhookID string) (AttemptRes
 	if err := checkWebhookID(webhookID); err != nil {
 		return AttemptResult{}, err
 	}
-	h := &hookEntry{}
-	var secret string
-	err := d.st.rdb.QueryRowContext(ctx, `SELECT seq, id, url, secret FROM webhooks WHERE id = ?`, webhookID).Scan(&h.seq, &h.id, &h.url, &secret)
+	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, `SELECT `+hookColumns+` FROM webhooks w WHERE w.id = ?`, webhookID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return AttemptResult{}, ErrNotFound
 	}
 	if err != nil {
 		return AttemptResult{}, fmt.Errorf("webhook: send test: %w", err)
 	}
-	h.secrets = []Secret{Secret(secret)}
 	p, err := encodeEvent(Event{ID: newEventID(), Type: EventTest, Timestamp: d.now(), Data: testData{
 		WebhookID: webhookID,
 		Message:   "This is a test delivery from the SPARC webhook dispatcher.",

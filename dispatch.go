@@ -192,7 +192,7 @@ func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
 	h["User-Agent"] = []string{userAgent}
 	h[http.CanonicalHeaderKey(HeaderSPARCEvent)] = []string{j.eventType}
 	h[http.CanonicalHeaderKey(HeaderSPARCDelivery)] = []string{strconv.FormatInt(j.deliveryID, 10)}
-	setSignatureHeaders(h, j.hook.secrets, j.eventID, now.Unix(), j.payload)
+	setSignatureHeaders(h, j.hook.signingSecrets(now), j.eventID, now.Unix(), j.payload)
 	req.ContentLength = int64(len(j.payload))
 
 	resp, err := s.client.Do(req)

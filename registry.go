@@ -46,6 +46,9 @@ type Webhook struct {
 	// DisabledAt is when the webhook was disabled; zero while it is
 	// enabled.
 	DisabledAt time.Time `json:"disabled_at,omitzero"`
+	// PreviousSecretUntil is when the secret replaced by RotateSecret stops
+	// signing; zero when no rotation is in its grace period.
+	PreviousSecretUntil time.Time `json:"previous_secret_until,omitzero"`
 }
 
 // Registration describes a webhook to register.
@@ -251,7 +254,7 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 			disabledAt = ms(now)
 		}
 		if _, err := t.exec(`INSERT INTO webhooks (id, url, events, secret, enabled, description, created_at, updated_at, disabled_reason, disabled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			w.ID, w.URL, string(events), string(secret), w.Enabled, w.Description, ms(now), ms(now), w.DisabledReason, disabledAt); err != nil {
+			w.ID, w.URL, string(events), t.s.sealer.seal(w.ID, secret), w.Enabled, w.Description, ms(now), ms(now), w.DisabledReason, disabledAt); err != nil {
 			return fmt.Errorf("webhook: register: %w", err)
 		}
 		return t.registryChanged()
@@ -262,14 +265,14 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 	return w, nil
 }
 
-const webhookColumns = `id, url, events, enabled, description, created_at, updated_at, failure_streak, last_success_at, last_failure_at, disabled_reason, disabled_at`
+const webhookColumns = `id, url, events, enabled, description, created_at, updated_at, failure_streak, last_success_at, last_failure_at, disabled_reason, disabled_at, prev_secret_until`
 
 func scanWebhook(sc interface{ Scan(...any) error }) (Webhook, error) {
 	var w Webhook
 	var events string
 	var created, updated int64
-	var lastOK, lastFail, disabledAt sql.NullInt64
-	if err := sc.Scan(&w.ID, &w.URL, &events, &w.Enabled, &w.Description, &created, &updated, &w.FailureStreak, &lastOK, &lastFail, &w.DisabledReason, &disabledAt); err != nil {
+	var lastOK, lastFail, disabledAt, prevUntil sql.NullInt64
+	if err := sc.Scan(&w.ID, &w.URL, &events, &w.Enabled, &w.Description, &created, &updated, &w.FailureStreak, &lastOK, &lastFail, &w.DisabledReason, &disabledAt, &prevUntil); err != nil {
 		return Webhook{}, err
 	}
 	if err := json.Unmarshal([]byte(events), &w.Events); err != nil {
@@ -277,6 +280,9 @@ func scanWebhook(sc interface{ Scan(...any) error }) (Webhook, error) {
 	}
 	w.CreatedAt, w.UpdatedAt = fromMS(created), fromMS(updated)
 	w.LastSuccessAt, w.LastFailureAt, w.DisabledAt = nullMS(lastOK), nullMS(lastFail), nullMS(disabledAt)
+	if until := nullMS(prevUntil); until.After(time.Now()) {
+		w.PreviousSecretUntil = until
+	}
 	return w, nil
 }
 

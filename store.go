@@ -89,6 +89,15 @@ CREATE TABLE webhook_scores (
 	updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 2: secret rotation, and settings (the key check of sealed secrets).
+	`
+ALTER TABLE webhooks ADD COLUMN prev_secret TEXT;
+ALTER TABLE webhooks ADD COLUMN prev_secret_until INTEGER;
+CREATE TABLE webhook_settings (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 // Delivery status codes as stored.
@@ -126,6 +135,7 @@ type store struct {
 	onDisable func(WebhookDisabled)
 	callbacks sync.WaitGroup
 
+	sealer   *sealer // nil: secrets are stored in clear
 	started  bool
 	stopOnce sync.Once
 }
@@ -230,6 +240,10 @@ func (s *store) init(ctx context.Context) error {
 		}
 	}
 	if err := s.migrate(ctx); err != nil {
+		conn.Close()
+		return err
+	}
+	if err := s.setupSealing(ctx, s.cfg.SecretKey); err != nil {
 		conn.Close()
 		return err
 	}
@@ -541,6 +555,11 @@ func (t *wtx) queryRow(query string, args ...any) *sql.Row {
 // afterCommit runs fn once the transaction has committed.
 func (t *wtx) afterCommit(fn func()) { t.after = append(t.after, fn) }
 
+// jsonUnmarshalStrings decodes a stored JSON array of strings.
+func jsonUnmarshalStrings(s string, out *[]string) error {
+	return json.Unmarshal([]byte(s), out)
+}
+
 // ms converts a time to the stored unix milliseconds.
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
@@ -560,12 +579,14 @@ func nullMS(v sql.NullInt64) time.Time {
 // the registry version stored in webhook_meta changes.
 
 type hookEntry struct {
-	seq     int64
-	id      string
-	url     string
-	events  []string
-	secrets []Secret
-	enabled bool
+	seq       int64
+	id        string
+	url       string
+	events    []string
+	current   []Secret  // the secret
+	both      []Secret  // the secret and the previous one, during a rotation
+	prevUntil time.Time // when the previous one stops signing
+	enabled   bool
 }
 
 type regCache struct {
@@ -596,26 +617,20 @@ func (t *wtx) registry() (*regCache, error) {
 }
 
 func loadRegistry(t *wtx, version int64) (*regCache, error) {
-	rows, err := t.query("SELECT seq, id, url, events, secret, enabled FROM webhooks")
+	rows, err := t.query("SELECT " + hookColumns + " FROM webhooks w")
 	if err != nil {
 		return nil, fmt.Errorf("webhook: load registry: %w", err)
 	}
 	defer rows.Close()
 	reg := &regCache{version: version, bySeq: make(map[int64]*hookEntry)}
 	for rows.Next() {
-		var h hookEntry
-		var events, secret string
-		if err := rows.Scan(&h.seq, &h.id, &h.url, &events, &secret, &h.enabled); err != nil {
+		h, err := t.s.scanHook(rows)
+		if err != nil {
 			return nil, fmt.Errorf("webhook: load registry: %w", err)
 		}
-		if err := json.Unmarshal([]byte(events), &h.events); err != nil {
-			t.s.log.Error("webhook: stored events are unreadable; the webhook receives nothing", "webhook_id", h.id)
-			h.enabled = false
-		}
-		h.secrets = []Secret{Secret(secret)}
-		reg.bySeq[h.seq] = &h
+		reg.bySeq[h.seq] = h
 		if h.enabled {
-			reg.enabled = append(reg.enabled, &h)
+			reg.enabled = append(reg.enabled, h)
 		}
 	}
 	if err := rows.Err(); err != nil {

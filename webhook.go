@@ -136,6 +136,17 @@ type Config struct {
 	// Default: none; only public addresses are reached.
 	AllowNetworks []string
 
+	// SecretKey, when set, encrypts the webhooks' signing secrets at rest
+	// with AES-256-GCM: 32 bytes that the host keeps outside the database
+	// (an environment variable, a secrets manager). Once the secrets are
+	// encrypted, opening the database needs the same key: a wrong or
+	// missing key fails Open with ErrWrongSecretKey or
+	// ErrSecretKeyRequired, never with wrong signatures. Setting it on a
+	// database whose secrets are in clear encrypts them. Default: none;
+	// secrets are stored in clear, protected only by the file's
+	// permissions.
+	SecretKey []byte
+
 	// Synchronous is SQLite's synchronous setting. Default: SyncFull.
 	Synchronous Synchronous
 
