@@ -159,6 +159,14 @@ type Config struct {
 	// (unless Notify is called) or by another process. Default: 1 second.
 	PollInterval time.Duration
 
+	// Retention is how long settled deliveries (delivered, failed or
+	// cancelled) and their attempts are kept after they settled; events
+	// are deleted with their last delivery. Pending deliveries are kept
+	// however old. Retention runs in small steps in the background, so
+	// delivery never waits long for it. Negative keeps everything.
+	// Default: 30 days.
+	Retention time.Duration
+
 	// DisableDelivery, when true, makes the Dispatcher only record: it
 	// registers webhooks and publishes events, but starts no workers and
 	// never sends. Another Dispatcher on the same database delivers.
@@ -180,6 +188,7 @@ const (
 	DefaultScoreThreshold       = 5.0
 	DefaultBusyTimeout          = 5 * time.Second
 	DefaultPollInterval         = time.Second
+	DefaultRetention            = 30 * 24 * time.Hour
 )
 
 // withDefaults returns a copy of c with every zero field set to its
@@ -232,6 +241,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BusyTimeout == 0 {
 		c.BusyTimeout = DefaultBusyTimeout
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
@@ -296,6 +308,7 @@ type Dispatcher struct {
 	types  map[string]EventType
 	sender *sender
 	disp   *deliveryLoop // nil when delivery is disabled
+	ret    *retention    // nil when delivery is disabled or Retention < 0
 	now    func() time.Time
 
 	// base is cancelled when Close gives up waiting: every attempt and
@@ -398,6 +411,10 @@ func newDispatcher(ctx context.Context, st *store, cfg Config) (*Dispatcher, err
 	if !cfg.DisableDelivery {
 		d.disp = newDeliveryLoop(d)
 		d.disp.start()
+		if cfg.Retention > 0 {
+			d.ret = newRetention(d)
+			d.ret.start()
+		}
 	}
 	return d, nil
 }
@@ -433,6 +450,9 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		d.mu.Unlock()
 
 		var err error
+		if d.ret != nil {
+			d.ret.stop()
+		}
 		if d.disp != nil {
 			err = d.disp.stop(ctx)
 		}

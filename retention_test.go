@@ -1,0 +1,87 @@
+package webhook
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func countRows(t testing.TB, d *Dispatcher, table string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM `+table).Scan(&n))
+	return n
+}
+
+func TestPrune(t *testing.T) {
+	cfg := testConfig()
+	cfg.Retention = -1 // pruned by hand below
+	cfg.RetryPolicy = &ScheduleRetryPolicy{Schedule: []time.Duration{time.Hour}}
+	d := openTest(t, cfg)
+	ok := newReceiver(t, nil)
+	down := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) })
+	register(t, d, ok.url())
+	slow := register(t, d, down.url(), EventJobFailed) // its deliveries stay pending (retry in an hour)
+
+	const n = 1200 // more than two retention steps
+	for i := range n {
+		typ := EventJobComplete
+		if i%100 == 0 {
+			typ = EventJobFailed
+		}
+		_, err := d.Publish(t.Context(), Event{Type: typ})
+		require.NoError(t, err)
+	}
+	_, err := d.Publish(t.Context(), Event{Type: EventScoreChanged, Data: map[string]int{"x": 1}}) // to the first webhook only
+	require.NoError(t, err)
+	eventually(t, func() bool {
+		p, err := d.Deliveries(t.Context(), slow.ID, DeliveryQuery{Limit: 500})
+		require.NoError(t, err)
+		for _, dl := range p.Deliveries {
+			if dl.Attempts == 0 {
+				return false
+			}
+		}
+		return pendingCount(t, d) == len(p.Deliveries)
+	}, "deliveries not settled")
+	pending := pendingCount(t, d)
+	require.Equal(t, 12, pending)
+
+	// Nothing is older than a cutoff in the past.
+	deleted, err := d.prune(t.Context(), time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, deleted)
+
+	deleted, err = d.prune(t.Context(), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, n+1, deleted, "every settled delivery goes")
+	require.Equal(t, pending, countRows(t, d, "webhook_deliveries"), "pending deliveries stay")
+	require.Equal(t, pending, countRows(t, d, "webhook_events"), "only the events that pending deliveries need stay")
+	var attempts int
+	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id`).Scan(&attempts))
+	require.Equal(t, countRows(t, d, "webhook_attempts"), attempts, "no attempt outlives its delivery")
+
+	// The stats still count what was delivered.
+	s, err := d.Stats(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, n+1, s.Delivered)
+}
+
+func TestRetentionRunsInTheBackground(t *testing.T) {
+	cfg := testConfig()
+	cfg.Retention = 100 * time.Millisecond
+	d := openTest(t, cfg)
+	rc := newReceiver(t, nil)
+	register(t, d, rc.url())
+	for range 10 {
+		_, err := d.Publish(t.Context(), Event{Type: EventJobComplete})
+		require.NoError(t, err)
+	}
+	rc.waitFor(10)
+	eventually(t, func() bool {
+		return countRows(t, d, "webhook_deliveries") == 0 && countRows(t, d, "webhook_events") == 0
+	}, "retention did not delete settled history")
+	require.Zero(t, countRows(t, d, "webhook_attempts"))
+}
