@@ -370,6 +370,7 @@ func (d *Dispatcher) attemptNow(ctx context.Context, j job, record func(*wtx, ou
 	if j.trigger == TriggerManual && (o.result == resultFailed || o.result == resultRetry) {
 		o.result = resultManualFail // the schedule stays as it was
 	}
+	d.met.attempt(j.trigger, r.class, r.duration)
 	if !r.ok() {
 		d.logFailure(j, o)
 	}

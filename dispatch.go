@@ -598,8 +598,11 @@ func (l *deliveryLoop) worker() {
 		now := d.now()
 		r := d.sender.send(l.ctx, j, now)
 		o := d.decide(j, r, d.now())
-		if !r.ok() && o.result != resultReleased {
-			d.logFailure(j, o)
+		if o.result != resultReleased {
+			d.met.attempt(j.trigger, r.class, r.duration)
+			if !r.ok() {
+				d.logFailure(j, o)
+			}
 		}
 		d.st.submit(func(t *wtx) error { return t.complete(o) })
 		// Tell the loop, unless it has stopped (then nobody counts).

@@ -135,7 +135,8 @@ type store struct {
 	onDisable func(WebhookDisabled)
 	callbacks sync.WaitGroup
 
-	sealer   *sealer // nil: secrets are stored in clear
+	sealer   *sealer  // nil: secrets are stored in clear
+	met      *metrics // nil: no metrics
 	started  bool
 	stopOnce sync.Once
 }
@@ -1233,6 +1234,9 @@ func (t *wtx) flush() error {
 		if _, err := t.exec(`INSERT INTO webhook_counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value`, name, n); err != nil {
 			return fmt.Errorf("webhook: update counters: %w", err)
 		}
+	}
+	if counts := t.counts; counts != nil && t.s.met != nil {
+		t.afterCommit(func() { t.s.met.settled(counts) })
 	}
 	t.counts = nil
 	return nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the SQLite driver behind Open
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Version is the library's version, sent in the User-Agent header of every
@@ -167,6 +168,12 @@ type Config struct {
 	// Default: 30 days.
 	Retention time.Duration
 
+	// MeterProvider, when set, receives OpenTelemetry metrics: deliveries
+	// and attempts by outcome, attempt durations, queue depth and the age
+	// of the oldest pending delivery (see the README for names). Default:
+	// none; nothing is recorded.
+	MeterProvider metric.MeterProvider
+
 	// DisableDelivery, when true, makes the Dispatcher only record: it
 	// registers webhooks and publishes events, but starts no workers and
 	// never sends. Another Dispatcher on the same database delivers.
@@ -309,6 +316,7 @@ type Dispatcher struct {
 	sender *sender
 	disp   *deliveryLoop // nil when delivery is disabled
 	ret    *retention    // nil when delivery is disabled or Retention < 0
+	met    *metrics      // nil without Config.MeterProvider
 	now    func() time.Time
 
 	// base is cancelled when Close gives up waiting: every attempt and
@@ -405,6 +413,10 @@ func newDispatcher(ctx context.Context, st *store, cfg Config) (*Dispatcher, err
 		closeDone:  make(chan struct{}),
 	}
 	d.sender = newSender(cfg, guard)
+	if d.met, err = newMetrics(d, cfg.MeterProvider); err != nil {
+		return nil, fmt.Errorf("webhook: metrics: %w", err)
+	}
+	st.met = d.met
 	st.log = d.log
 	st.onDisable = d.notifyDisabled
 	st.start()
@@ -462,6 +474,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		d.calls.Wait()
 		stop()
 		d.cancelBase()
+		d.met.close()
 		d.sender.close()
 		if cerr := d.st.close(); cerr != nil && err == nil {
 			err = cerr
