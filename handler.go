@@ -60,9 +60,10 @@ const (
 )
 
 // Handler returns the management HTTP API of the dispatcher: JSON routes
-// to register, list, change and delete webhooks, send a test event, list
-// deliveries and their attempts, retry a delivery, recover failed
-// deliveries and list the event types. openapi.yaml in this module
+// to register, list, change and delete webhooks, rotate a webhook's secret
+// and revoke its previous one, send a test event, list deliveries and
+// their attempts, retry a delivery, recover failed deliveries, list the
+// event types and read the dispatcher's stats. openapi.yaml in this module
 // describes every route, answer and error code.
 //
 // The handler serves the paths /webhooks, /webhooks/{id}, ... at its root,
@@ -78,9 +79,10 @@ const (
 // invalid_json, invalid_request, not_found, method_not_allowed, conflict,
 // payload_too_large, unsupported_media_type, unavailable and internal.
 // Request bodies must be application/json and at most 64 KiB (else 415 or
-// 413), and are decoded strictly: unknown fields, field names in another
-// case, repeated fields, null values, values of the wrong type and data
-// after the object are rejected with 400, naming the field. Unknown query
+// 413); that of POST /webhooks/{id}/rotate-secret may be left out. They
+// are decoded strictly: unknown fields, field names in another case,
+// repeated fields, null values, values of the wrong type and data after
+// the object are rejected with 400, naming the field. Unknown query
 // parameters are rejected too. A malformed webhook or delivery ID is
 // answered with 404, as an unknown one, without a query. An unknown path
 // is answered with 404, and a known path asked with another method with
@@ -90,9 +92,10 @@ const (
 // "request_id". A host middleware that sets X-Request-Id on the response
 // beforehand has its ID used instead.
 //
-// Only the answer to POST /webhooks shows a webhook's secret. The handler
-// starts no goroutines, and Close waits for the requests it is serving.
-// It is safe for simultaneous use by multiple goroutines.
+// Only the answers to POST /webhooks and POST /webhooks/{id}/rotate-secret
+// show a webhook's secret. The handler starts no goroutines, and Close
+// waits for the requests it is serving. It is safe for simultaneous use by
+// multiple goroutines.
 func (d *Dispatcher) Handler() http.Handler {
 	a := &api{d: d, mux: http.NewServeMux()}
 	for _, rt := range apiRoutes {
@@ -133,6 +136,8 @@ var apiRoutes = []route{
 	{method: http.MethodGet, path: "/webhooks/{id}", notFound: webhookNotFound, handle: (*api).getWebhook},
 	{method: http.MethodPatch, path: "/webhooks/{id}", notFound: webhookNotFound, handle: (*api).updateWebhook},
 	{method: http.MethodDelete, path: "/webhooks/{id}", notFound: webhookNotFound, handle: (*api).deleteWebhook},
+	{method: http.MethodPost, path: "/webhooks/{id}/rotate-secret", notFound: webhookNotFound, handle: (*api).rotateSecret},
+	{method: http.MethodDelete, path: "/webhooks/{id}/previous-secret", notFound: webhookNotFound, handle: (*api).revokePreviousSecret},
 	{method: http.MethodPost, path: "/webhooks/{id}/test", notFound: webhookNotFound, handle: (*api).testWebhook},
 	{method: http.MethodGet, path: "/webhooks/{id}/deliveries", query: []string{"status", "cursor", "limit"}, notFound: webhookNotFound, handle: (*api).listDeliveries},
 	{method: http.MethodPost, path: "/webhooks/{id}/recover", notFound: webhookNotFound, handle: (*api).recoverDeliveries},
@@ -140,6 +145,7 @@ var apiRoutes = []route{
 	{method: http.MethodGet, path: "/deliveries/{id}/attempts", notFound: deliveryNotFound, handle: (*api).listAttempts},
 	{method: http.MethodPost, path: "/deliveries/{id}/retry", notFound: "delivery not found, or its webhook was deleted", handle: (*api).retryDelivery},
 	{method: http.MethodGet, path: "/event-types", handle: (*api).listEventTypes},
+	{method: http.MethodGet, path: "/stats", handle: (*api).getStats},
 }
 
 // ServeHTTP answers unknown paths and methods itself, in JSON, and hands
@@ -463,6 +469,32 @@ func readObject(w http.ResponseWriter, r *http.Request, allowed ...string) (obje
 	return obj, nil
 }
 
+// readOptionalObject is readObject for a route whose body may be left out:
+// an absent or empty body reads as an empty object, whatever its
+// Content-Type. A body that is present is read as strictly as by
+// readObject.
+func readOptionalObject(w http.ResponseWriter, r *http.Request, allowed ...string) (object, error) {
+	switch {
+	case r.ContentLength == 0:
+		return object{}, nil
+	case r.ContentLength < 0:
+		// Sent without a length: look at the first byte, then put it back.
+		var first [1]byte
+		n, err := io.ReadFull(r.Body, first[:])
+		if n == 0 {
+			if err == io.EOF {
+				return object{}, nil
+			}
+			return nil, badJSON("the request body could not be read")
+		}
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(first[:n]), r.Body), r.Body}
+	}
+	return readObject(w, r, allowed...)
+}
+
 // noBody rejects a request body on a route that takes none.
 func noBody(r *http.Request) error {
 	if r.ContentLength > 0 {
@@ -535,6 +567,22 @@ func (o object) stringList(name string, dst *[]string) (bool, error) {
 	return true, nil
 }
 
+// integer decodes the field name, a JSON integer that fits an int64,
+// reporting whether it was present. A fraction or an exponent is rejected.
+func (o object) integer(name string, dst *int64) (bool, error) {
+	v, ok := o[name]
+	if !ok {
+		return false, nil
+	}
+	if isNull(v) {
+		return true, badField(name, "must not be null")
+	}
+	if err := json.Unmarshal(v, dst); err != nil {
+		return true, badField(name, "must be a whole number")
+	}
+	return true, nil
+}
+
 // timestamp decodes the field name, an RFC 3339 date-time, reporting
 // whether it was present.
 func (o object) timestamp(name string, dst *time.Time) (bool, error) {
@@ -553,18 +601,19 @@ func (o object) timestamp(name string, dst *time.Time) (bool, error) {
 
 // webhookJSON is a webhook as the API shows it, without its secret.
 type webhookJSON struct {
-	ID             string    `json:"id"`
-	URL            string    `json:"url"`
-	Events         []string  `json:"events"`
-	Enabled        bool      `json:"enabled"`
-	Description    string    `json:"description"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-	FailureStreak  int       `json:"failure_streak"`
-	LastSuccessAt  time.Time `json:"last_success_at,omitzero"`
-	LastFailureAt  time.Time `json:"last_failure_at,omitzero"`
-	DisabledReason string    `json:"disabled_reason,omitempty"`
-	DisabledAt     time.Time `json:"disabled_at,omitzero"`
+	ID                  string    `json:"id"`
+	URL                 string    `json:"url"`
+	Events              []string  `json:"events"`
+	Enabled             bool      `json:"enabled"`
+	Description         string    `json:"description"`
+	CreatedAt           time.Time `json:"created_at"`
+	UpdatedAt           time.Time `json:"updated_at"`
+	FailureStreak       int       `json:"failure_streak"`
+	LastSuccessAt       time.Time `json:"last_success_at,omitzero"`
+	LastFailureAt       time.Time `json:"last_failure_at,omitzero"`
+	DisabledReason      string    `json:"disabled_reason,omitempty"`
+	DisabledAt          time.Time `json:"disabled_at,omitzero"`
+	PreviousSecretUntil time.Time `json:"previous_secret_until,omitzero"`
 }
 
 func toWebhookJSON(w Webhook) webhookJSON {
@@ -573,24 +622,26 @@ func toWebhookJSON(w Webhook) webhookJSON {
 		events = []string{}
 	}
 	return webhookJSON{
-		ID:             w.ID,
-		URL:            w.URL,
-		Events:         events,
-		Enabled:        w.Enabled,
-		Description:    w.Description,
-		CreatedAt:      w.CreatedAt,
-		UpdatedAt:      w.UpdatedAt,
-		FailureStreak:  w.FailureStreak,
-		LastSuccessAt:  w.LastSuccessAt,
-		LastFailureAt:  w.LastFailureAt,
-		DisabledReason: w.DisabledReason,
-		DisabledAt:     w.DisabledAt,
+		ID:                  w.ID,
+		URL:                 w.URL,
+		Events:              events,
+		Enabled:             w.Enabled,
+		Description:         w.Description,
+		CreatedAt:           w.CreatedAt,
+		UpdatedAt:           w.UpdatedAt,
+		FailureStreak:       w.FailureStreak,
+		LastSuccessAt:       w.LastSuccessAt,
+		LastFailureAt:       w.LastFailureAt,
+		DisabledReason:      w.DisabledReason,
+		DisabledAt:          w.DisabledAt,
+		PreviousSecretUntil: w.PreviousSecretUntil,
 	}
 }
 
-// createdWebhookJSON is the answer to POST /webhooks, the only one that
-// shows a secret.
-type createdWebhookJSON struct {
+// secretWebhookJSON is a webhook with its secret: the answer to POST
+// /webhooks and to POST /webhooks/{id}/rotate-secret, the only ones that
+// show a secret.
+type secretWebhookJSON struct {
 	webhookJSON
 	Secret string `json:"secret"`
 }
@@ -686,6 +737,33 @@ func toResultJSON(r AttemptResult) resultJSON {
 	}
 }
 
+// statsJSON is the answer to GET /stats.
+type statsJSON struct {
+	Pending            int64 `json:"pending"`
+	OldestPendingAgeMS int64 `json:"oldest_pending_age_ms"`
+	Delivered          int64 `json:"delivered"`
+	Failed             int64 `json:"failed"`
+	Cancelled          int64 `json:"cancelled"`
+	AttemptsSucceeded  int64 `json:"attempts_succeeded"`
+	AttemptsFailed     int64 `json:"attempts_failed"`
+	Webhooks           int   `json:"webhooks"`
+	DisabledWebhooks   int   `json:"disabled_webhooks"`
+}
+
+func toStatsJSON(s Stats) statsJSON {
+	return statsJSON{
+		Pending:            s.Pending,
+		OldestPendingAgeMS: s.OldestPendingAge.Milliseconds(),
+		Delivered:          s.Delivered,
+		Failed:             s.Failed,
+		Cancelled:          s.Cancelled,
+		AttemptsSucceeded:  s.AttemptsSucceeded,
+		AttemptsFailed:     s.AttemptsFailed,
+		Webhooks:           s.Webhooks,
+		DisabledWebhooks:   s.DisabledWebhooks,
+	}
+}
+
 type eventTypeJSON struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
@@ -727,7 +805,7 @@ func (a *api) createWebhook(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", location(r, wh.ID))
-	writeJSON(w, http.StatusCreated, createdWebhookJSON{webhookJSON: toWebhookJSON(wh), Secret: string(wh.Secret)})
+	writeJSON(w, http.StatusCreated, secretWebhookJSON{webhookJSON: toWebhookJSON(wh), Secret: string(wh.Secret)})
 	return nil
 }
 
@@ -821,6 +899,59 @@ func (a *api) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := a.d.Delete(r.Context(), id); err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// maxGraceSeconds is the largest grace_seconds of a rotation.
+const maxGraceSeconds = int64(MaxRotationGrace / time.Second)
+
+// rotateSecret serves POST /webhooks/{id}/rotate-secret.
+func (a *api) rotateSecret(w http.ResponseWriter, r *http.Request) error {
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	obj, err := readOptionalObject(w, r, "secret", "grace_seconds")
+	if err != nil {
+		return err
+	}
+	var opts RotateOptions
+	if ok, err := obj.str("secret", &opts.Secret); err != nil {
+		return err
+	} else if ok && opts.Secret == "" {
+		return badField("secret", "must not be empty; leave it out to have a secret made")
+	}
+	var grace int64
+	if _, err := obj.integer("grace_seconds", &grace); err != nil {
+		return err
+	}
+	switch {
+	case grace == -1:
+		opts.Grace = -1 // none
+	case grace >= 0 && grace <= maxGraceSeconds:
+		opts.Grace = time.Duration(grace) * time.Second // 0: the default
+	default:
+		return badField("grace_seconds", fmt.Sprintf("must be -1 (no grace), 0 (the default, 24 hours) or between 1 and %d (7 days)", maxGraceSeconds))
+	}
+	wh, err := a.d.RotateSecret(r.Context(), id, opts)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, secretWebhookJSON{webhookJSON: toWebhookJSON(wh), Secret: string(wh.Secret)})
+	return nil
+}
+
+// revokePreviousSecret serves DELETE /webhooks/{id}/previous-secret.
+func (a *api) revokePreviousSecret(w http.ResponseWriter, r *http.Request) error {
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	if err := a.d.RevokePreviousSecret(r.Context(), id); err != nil {
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -972,5 +1103,15 @@ func (a *api) listEventTypes(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, struct {
 		EventTypes []eventTypeJSON `json:"event_types"`
 	}{out})
+	return nil
+}
+
+// getStats serves GET /stats.
+func (a *api) getStats(w http.ResponseWriter, r *http.Request) error {
+	st, err := a.d.Stats(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toStatsJSON(st))
 	return nil
 }

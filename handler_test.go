@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -112,6 +113,8 @@ func TestHandlerCreateShowsTheSecretOnce(t *testing.T) {
 				{method: "PATCH", path: "/webhooks/" + id, body: `{"description":"changed"}`},
 				{method: "POST", path: "/webhooks/" + id + "/test"},
 				{method: "GET", path: "/webhooks/" + id + "/deliveries"},
+				{method: "DELETE", path: "/webhooks/" + id + "/previous-secret"},
+				{method: "GET", path: "/stats"},
 			} {
 				resp := a.do(t, c)
 				require.Less(t, resp.status, 300, "%s %s: %s", c.method, c.path, resp.body)
@@ -171,6 +174,8 @@ func TestHandlerStrictBodies(t *testing.T) {
 	url := rc.url()
 	hook := a.create(t, `{"url":"`+url+`","events":["*"]}`)
 	id := hook["id"].(string)
+	before, err := a.d.Get(t.Context(), id)
+	require.NoError(t, err)
 	ok := `"url":"` + url + `","events":["job.complete"]`
 	tests := []struct {
 		name   string
@@ -234,6 +239,26 @@ func TestHandlerStrictBodies(t *testing.T) {
 		{"recover since as a number", "POST", "/webhooks/" + id + "/recover", `{"since":1714521600}`, codeInvalidRequest, "since"},
 		{"recover until before since", "POST", "/webhooks/" + id + "/recover", `{"since":"2024-05-02T00:00:00Z","until":"2024-05-01T00:00:00Z"}`, codeInvalidRequest, "until"},
 		{"recover unknown field", "POST", "/webhooks/" + id + "/recover", `{"since":"2024-05-02T00:00:00Z","status":"failed"}`, codeInvalidRequest, "status"},
+		// Rotate.
+		{"rotate null body", "POST", "/webhooks/" + id + "/rotate-secret", `null`, codeInvalidJSON, ""},
+		{"rotate array body", "POST", "/webhooks/" + id + "/rotate-secret", `[]`, codeInvalidJSON, ""},
+		{"rotate blank body", "POST", "/webhooks/" + id + "/rotate-secret", ` `, codeInvalidJSON, ""},
+		{"rotate trailing object", "POST", "/webhooks/" + id + "/rotate-secret", `{} {}`, codeInvalidJSON, ""},
+		{"rotate unknown field", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace":60}`, codeInvalidRequest, "grace"},
+		{"rotate case variant Secret", "POST", "/webhooks/" + id + "/rotate-secret", `{"Secret":"` + goodSecret + `"}`, codeInvalidRequest, "Secret"},
+		{"rotate duplicate", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":1,"grace_seconds":2}`, codeInvalidRequest, "grace_seconds"},
+		{"rotate invalid secret", "POST", "/webhooks/" + id + "/rotate-secret", `{"secret":"whsec_c2hvcnQ="}`, codeInvalidRequest, "secret"},
+		{"rotate secret without prefix", "POST", "/webhooks/" + id + "/rotate-secret", `{"secret":"hunter2hunter2hunter2hunter2"}`, codeInvalidRequest, "secret"},
+		{"rotate empty secret", "POST", "/webhooks/" + id + "/rotate-secret", `{"secret":""}`, codeInvalidRequest, "secret"},
+		{"rotate null secret", "POST", "/webhooks/" + id + "/rotate-secret", `{"secret":null}`, codeInvalidRequest, "secret"},
+		{"rotate secret not a string", "POST", "/webhooks/" + id + "/rotate-secret", `{"secret":1}`, codeInvalidRequest, "secret"},
+		{"rotate null grace", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":null}`, codeInvalidRequest, "grace_seconds"},
+		{"rotate grace as a string", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":"60"}`, codeInvalidRequest, "grace_seconds"},
+		{"rotate fractional grace", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":1.5}`, codeInvalidRequest, "grace_seconds"},
+		{"rotate grace with an exponent", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":1e3}`, codeInvalidRequest, "grace_seconds"},
+		{"rotate grace below -1", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":-2}`, codeInvalidRequest, "grace_seconds"},
+		{"rotate grace over 7 days", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":604801}`, codeInvalidRequest, "grace_seconds"},
+		{"rotate grace overflowing", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":99999999999999999999}`, codeInvalidRequest, "grace_seconds"},
 		// Routes without a body.
 		{"test with a body", "POST", "/webhooks/" + id + "/test", `{}`, codeInvalidRequest, ""},
 		{"retry with a body", "POST", "/deliveries/1/retry", `{}`, codeInvalidRequest, ""},
@@ -253,6 +278,7 @@ func TestHandlerStrictBodies(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, hooks, 1)
 	require.True(t, hooks[0].Enabled)
+	require.Equal(t, before, hooks[0], "no rotation happened")
 }
 
 func TestHandlerQueryParameters(t *testing.T) {
@@ -305,6 +331,9 @@ func TestHandlerNotFound(t *testing.T) {
 		{"unknown webhook test", "POST", "/webhooks/" + unknownID + "/test", ""},
 		{"unknown webhook deliveries", "GET", "/webhooks/" + unknownID + "/deliveries", ""},
 		{"unknown webhook recover", "POST", "/webhooks/" + unknownID + "/recover", recoverBody},
+		{"unknown webhook rotate", "POST", "/webhooks/" + unknownID + "/rotate-secret", ""},
+		{"unknown webhook rotate with a body", "POST", "/webhooks/" + unknownID + "/rotate-secret", `{"grace_seconds":60}`},
+		{"unknown webhook revoke", "DELETE", "/webhooks/" + unknownID + "/previous-secret", ""},
 		{"uppercase webhook id", "GET", "/webhooks/" + strings.ToUpper(id), ""},
 		{"short webhook id", "GET", "/webhooks/123", ""},
 		{"webhook id with braces", "GET", "/webhooks/{" + id[:34] + "}", ""},
@@ -312,6 +341,8 @@ func TestHandlerNotFound(t *testing.T) {
 		{"malformed webhook id patch", "PATCH", "/webhooks/nope", `{"enabled":false}`},
 		{"malformed webhook id delete", "DELETE", "/webhooks/nope", ""},
 		{"malformed webhook id recover", "POST", "/webhooks/nope/recover", recoverBody},
+		{"malformed webhook id rotate", "POST", "/webhooks/nope/rotate-secret", `{"secret":"whsec_bad"}`},
+		{"malformed webhook id revoke", "DELETE", "/webhooks/nope/previous-secret", ""},
 		{"unknown delivery", "GET", "/deliveries/424242", ""},
 		{"unknown delivery attempts", "GET", "/deliveries/424242/attempts", ""},
 		{"unknown delivery retry", "POST", "/deliveries/424242/retry", ""},
@@ -401,6 +432,12 @@ func TestHandlerMethodNotAllowed(t *testing.T) {
 		{"GET", "/webhooks/" + unknownID + "/test", "POST"},
 		{"POST", "/webhooks/" + unknownID + "/deliveries", "GET, HEAD"},
 		{"GET", "/webhooks/" + unknownID + "/recover", "POST"},
+		{"GET", "/webhooks/" + unknownID + "/rotate-secret", "POST"},
+		{"PUT", "/webhooks/" + unknownID + "/rotate-secret", "POST"},
+		{"GET", "/webhooks/" + unknownID + "/previous-secret", "DELETE"},
+		{"POST", "/webhooks/" + unknownID + "/previous-secret", "DELETE"},
+		{"POST", "/stats", "GET, HEAD"},
+		{"DELETE", "/stats", "GET, HEAD"},
 		{"DELETE", "/deliveries/1", "GET, HEAD"},
 		{"POST", "/deliveries/1/attempts", "GET, HEAD"},
 		{"GET", "/deliveries/1/retry", "POST"},
@@ -434,6 +471,11 @@ func TestHandlerBodyLimitsAndMediaType(t *testing.T) {
 		{"too large, chunked", apiCall{method: "POST", path: "/webhooks", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
 		{"too large patch", apiCall{method: "PATCH", path: "/webhooks/" + id, body: big}, 413, codePayloadTooLarge, "", false},
 		{"too large recover", apiCall{method: "POST", path: "/webhooks/" + id + "/recover", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
+		{"too large rotate", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: big}, 413, codePayloadTooLarge, "", false},
+		{"too large rotate, chunked", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
+		{"rotate as text/plain", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{}`, ctype: "text/plain"}, 415, codeUnsupportedMediaType, "", false},
+		{"rotate without a content type", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{}`, header: http.Header{"Content-Type": nil}}, 415, codeUnsupportedMediaType, "", false},
+		{"rotate in latin1", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{}`, ctype: "application/json; charset=iso-8859-1"}, 415, codeUnsupportedMediaType, "", false},
 		{"no content type", apiCall{method: "POST", path: "/webhooks", body: good, header: http.Header{"Content-Type": nil}}, 415, codeUnsupportedMediaType, "", false},
 		{"text/plain", apiCall{method: "POST", path: "/webhooks", body: good, ctype: "text/plain"}, 415, codeUnsupportedMediaType, "", false},
 		{"form", apiCall{method: "PATCH", path: "/webhooks/" + id, body: `enabled=false`, ctype: "application/x-www-form-urlencoded"}, 415, codeUnsupportedMediaType, "", false},
@@ -483,6 +525,7 @@ func TestHandlerInternalError(t *testing.T) {
 		{"list attempts", apiCall{method: "GET", path: "/deliveries/1/attempts"}},
 		{"retry", apiCall{method: "POST", path: "/deliveries/1/retry"}},
 		{"test send", apiCall{method: "POST", path: "/webhooks/" + unknownID + "/test"}},
+		{"stats", apiCall{method: "GET", path: "/stats"}},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {
@@ -530,6 +573,10 @@ func TestHandlerUnavailable(t *testing.T) {
 			{method: "GET", path: "/webhooks/" + unknownID},
 			{method: "POST", path: "/deliveries/1/retry"},
 			{method: "GET", path: "/event-types"},
+			{method: "POST", path: "/webhooks/" + unknownID + "/rotate-secret"},
+			{method: "POST", path: "/webhooks/" + unknownID + "/rotate-secret", body: `{"grace_seconds":60}`},
+			{method: "DELETE", path: "/webhooks/" + unknownID + "/previous-secret"},
+			{method: "GET", path: "/stats"},
 		} {
 			requireError(t, a.do(t, c), http.StatusServiceUnavailable, codeUnavailable, "")
 		}
@@ -891,4 +938,233 @@ func TestHandlerEventTypes(t *testing.T) {
 	// The declared type can be subscribed to through the API.
 	rc := newReceiver(t, nil)
 	a.create(t, `{"url":"`+rc.url()+`","events":["invoice.paid"]}`)
+}
+
+// requireNoSecret checks that an answer holds no "secret" field and none
+// of secrets.
+func requireNoSecret(t *testing.T, resp apiResponse, secrets ...string) {
+	t.Helper()
+	require.NotContains(t, string(resp.body), `"secret"`)
+	for _, s := range secrets {
+		require.NotContains(t, string(resp.body), strings.TrimPrefix(s, SecretPrefix))
+	}
+}
+
+// previousSecretUntil returns the previous_secret_until of a webhook's
+// JSON, or the zero time when it is absent.
+func previousSecretUntil(t *testing.T, hook map[string]any) time.Time {
+	t.Helper()
+	s, ok := hook["previous_secret_until"].(string)
+	if !ok {
+		require.NotContains(t, hook, "previous_secret_until")
+		return time.Time{}
+	}
+	until, err := time.Parse(time.RFC3339, s)
+	require.NoError(t, err)
+	require.False(t, until.IsZero())
+	return until
+}
+
+func TestHandlerRotateSecret(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	rc := newReceiver(t, nil)
+	created := a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)
+	id := created["id"].(string)
+	old := created["secret"].(string)
+	require.True(t, previousSecretUntil(t, created).IsZero())
+	rotatePath := "/webhooks/" + id + "/rotate-secret"
+	secrets := []string{old}
+
+	// rotate asks for a rotation and returns the answer and its secret.
+	rotate := func(t *testing.T, c apiCall) (map[string]any, string) {
+		t.Helper()
+		c.method, c.path = "POST", rotatePath
+		resp := a.do(t, c)
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
+		hook := resp.json(t)
+		require.Equal(t, id, hook["id"])
+		secret, _ := hook["secret"].(string)
+		_, err := ParseSecret(secret)
+		require.NoError(t, err, "the answer shows the new secret")
+		require.NotContains(t, secrets, secret, "a new secret")
+		secrets = append(secrets, secret)
+		return hook, secret
+	}
+	// publish sends an event and returns the request that carried it.
+	publish := func(t *testing.T) received {
+		t.Helper()
+		n := len(rc.requests())
+		_, err := a.d.Publish(t.Context(), NewJobComplete(JobComplete{JobID: "r"}))
+		require.NoError(t, err)
+		return rc.waitFor(n + 1)[n]
+	}
+	// signedBy checks that r is signed by exactly the secrets signers, in
+	// both schemes, and by none of the other secrets.
+	signedBy := func(t *testing.T, r received, signers ...string) {
+		t.Helper()
+		require.Len(t, strings.Fields(r.Header.Get(HeaderWebhookSignature)), len(signers))
+		require.Len(t, strings.Split(r.Header.Get(HeaderSPARCSignature), ","), 1+len(signers))
+		for _, s := range secrets {
+			if slices.Contains(signers, s) {
+				require.NoError(t, Verify(s, r.Header, r.Body))
+				require.NoError(t, VerifySPARC(s, r.Header, r.Body))
+			} else {
+				require.ErrorIs(t, Verify(s, r.Header, r.Body), ErrNoMatchingSignature)
+				require.ErrorIs(t, VerifySPARC(s, r.Header, r.Body), ErrNoMatchingSignature)
+			}
+		}
+	}
+
+	// Without a body: a secret is made, and the previous one signs for
+	// 24 hours beside it.
+	start := time.Now()
+	rotated, current := rotate(t, apiCall{})
+	until := previousSecretUntil(t, rotated)
+	require.WithinDuration(t, start.Add(DefaultRotationGrace), until, time.Minute)
+	signedBy(t, publish(t), old, current)
+
+	// A test send signs with both too, and no other answer shows a secret
+	// during the rotation.
+	test := a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/test"})
+	require.Equal(t, http.StatusOK, test.status, "%s", test.body)
+	require.Equal(t, true, test.json(t)["delivered"])
+	reqs := rc.requests()
+	signedBy(t, reqs[len(reqs)-1], old, current)
+	for _, c := range []apiCall{
+		{method: "GET", path: "/webhooks/" + id},
+		{method: "GET", path: "/webhooks"},
+		{method: "PATCH", path: "/webhooks/" + id, body: `{"description":"rotating"}`},
+		{method: "GET", path: "/webhooks/" + id + "/deliveries"},
+		{method: "GET", path: "/stats"},
+	} {
+		resp := a.do(t, c)
+		require.Less(t, resp.status, 300, "%s %s: %s", c.method, c.path, resp.body)
+		requireNoSecret(t, resp, secrets...)
+	}
+	got := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id}).json(t)
+	require.Equal(t, rotated["previous_secret_until"], got["previous_secret_until"])
+	listed := a.do(t, apiCall{method: "GET", path: "/webhooks"}).json(t)["webhooks"].([]any)[0].(map[string]any)
+	require.Equal(t, rotated["previous_secret_until"], listed["previous_secret_until"])
+
+	// Revoked: only the new secret signs. Revoking again changes nothing.
+	for range 2 {
+		resp := a.do(t, apiCall{method: "DELETE", path: "/webhooks/" + id + "/previous-secret"})
+		require.Equal(t, http.StatusNoContent, resp.status, "%s", resp.body)
+		require.Empty(t, resp.body)
+		got := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id}).json(t)
+		require.True(t, previousSecretUntil(t, got).IsZero())
+	}
+	signedBy(t, publish(t), current)
+
+	// A given secret without grace, sent without a length: only it signs,
+	// at once.
+	rotated, given := rotate(t, apiCall{body: `{"secret":"` + goodSecret + `","grace_seconds":-1}`, chunked: true})
+	require.Equal(t, goodSecret, given)
+	require.True(t, previousSecretUntil(t, rotated).IsZero())
+	signedBy(t, publish(t), given)
+
+	// Grace periods.
+	tests := []struct {
+		name  string
+		call  apiCall
+		grace time.Duration // 0: none
+	}{
+		{"empty object", apiCall{body: `{}`}, DefaultRotationGrace},
+		{"zero", apiCall{body: `{"grace_seconds":0}`}, DefaultRotationGrace},
+		{"one second", apiCall{body: `{"grace_seconds":1}`}, time.Second},
+		{"ninety seconds", apiCall{body: `{"grace_seconds":90}`}, 90 * time.Second},
+		{"seven days", apiCall{body: `{"grace_seconds":604800}`}, MaxRotationGrace},
+		{"none", apiCall{body: `{"grace_seconds":-1}`}, 0},
+		{"no body, any content type", apiCall{ctype: "text/plain"}, DefaultRotationGrace},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			rotated, _ := rotate(t, tt.call)
+			until := previousSecretUntil(t, rotated)
+			if tt.grace == 0 {
+				require.True(t, until.IsZero())
+				return
+			}
+			require.WithinDuration(t, start.Add(tt.grace), until, 5*time.Second)
+		})
+	}
+
+	t.Run("empty body sent without a length", func(t *testing.T) {
+		req := httptest.NewRequest("POST", rotatePath, strings.NewReader(""))
+		req.ContentLength = -1
+		rec := httptest.NewRecorder()
+		a.d.Handler().ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		var hook struct {
+			Secret string `json:"secret"`
+		}
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &hook))
+		_, err := ParseSecret(hook.Secret)
+		require.NoError(t, err)
+		secrets = append(secrets, hook.Secret)
+	})
+
+	// The last two rotations had the default grace: the latest secret and
+	// its predecessor sign, and none of the older ones.
+	n := len(secrets)
+	signedBy(t, publish(t), secrets[n-1], secrets[n-2])
+
+	// The secrets were never logged.
+	logs := a.logs.String()
+	for _, s := range secrets {
+		require.NotContains(t, logs, strings.TrimPrefix(s, SecretPrefix))
+	}
+}
+
+func TestHandlerStats(t *testing.T) {
+	t.Run("settled", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.RetryPolicy = &ScheduleRetryPolicy{} // one attempt
+		a := newAPITest(t, cfg)
+		ok := newReceiver(t, nil)
+		bad := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+		a.create(t, `{"url":"`+ok.url()+`","events":["*"]}`)
+		a.create(t, `{"url":"`+bad.url()+`","events":["*"]}`)
+		a.create(t, `{"url":"`+ok.url()+`","events":["*"],"enabled":false}`)
+		for range 2 {
+			_, err := a.d.Publish(t.Context(), NewJobComplete(JobComplete{JobID: "s"}))
+			require.NoError(t, err)
+		}
+		eventually(t, func() bool { return pendingCount(t, a.d) == 0 }, "deliveries still pending")
+
+		resp := a.do(t, apiCall{method: "GET", path: "/stats"})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
+		require.Equal(t, map[string]any{
+			"pending": 0.0, "oldest_pending_age_ms": 0.0,
+			"delivered": 2.0, "failed": 2.0, "cancelled": 0.0,
+			"attempts_succeeded": 2.0, "attempts_failed": 2.0,
+			"webhooks": 3.0, "disabled_webhooks": 1.0,
+		}, resp.json(t))
+	})
+
+	t.Run("pending", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.DisableDelivery = true // nothing leaves the queue
+		a := newAPITest(t, cfg)
+		rc := newReceiver(t, nil)
+		a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)
+		for range 3 {
+			_, err := a.d.Publish(t.Context(), NewJobComplete(JobComplete{JobID: "p"}))
+			require.NoError(t, err)
+		}
+		time.Sleep(30 * time.Millisecond)
+		resp := a.do(t, apiCall{method: "GET", path: "/stats"})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		stats := resp.json(t)
+		require.Equal(t, 3.0, stats["pending"])
+		require.GreaterOrEqual(t, stats["oldest_pending_age_ms"], 30.0, "in milliseconds")
+		require.Less(t, stats["oldest_pending_age_ms"], float64(time.Minute.Milliseconds()), "in milliseconds")
+		require.Equal(t, 0.0, stats["delivered"])
+		require.Equal(t, 1.0, stats["webhooks"])
+
+		requireError(t, a.do(t, apiCall{method: "GET", path: "/stats?verbose=1"}), http.StatusBadRequest, codeInvalidRequest, "verbose")
+	})
 }

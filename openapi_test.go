@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -214,12 +215,25 @@ func TestOpenAPISchemasAreStrict(t *testing.T) {
 		"enabled": true, "description": "", "created_at": "2024-05-01T00:00:00Z", "updated_at": "2024-05-01T00:00:00Z",
 		"failure_streak": 0,
 	}
-	withSecret := func(m map[string]any) map[string]any {
-		out := map[string]any{"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
-		for k, v := range m {
-			out[k] = v
-		}
+	withKey := func(m map[string]any, k string, v any) map[string]any {
+		out := maps.Clone(m)
+		out[k] = v
 		return out
+	}
+	withoutKey := func(m map[string]any, k string) map[string]any {
+		out := maps.Clone(m)
+		delete(out, k)
+		return out
+	}
+	withSecret := func(m map[string]any) map[string]any {
+		return withKey(m, "secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	}
+	withRotation := func(m map[string]any) map[string]any {
+		return withKey(m, "previous_secret_until", "2024-05-02T00:00:00Z")
+	}
+	stats := map[string]any{
+		"pending": 2, "oldest_pending_age_ms": 1500, "delivered": 10, "failed": 1, "cancelled": 0,
+		"attempts_succeeded": 10, "attempts_failed": 4, "webhooks": 3, "disabled_webhooks": 1,
 	}
 	tests := []struct {
 		name   string
@@ -229,9 +243,22 @@ func TestOpenAPISchemasAreStrict(t *testing.T) {
 	}{
 		{"webhook", "Webhook", hook, true},
 		{"webhook never shows a secret", "Webhook", withSecret(hook), false},
-		{"created webhook shows its secret", "CreatedWebhook", withSecret(hook), true},
-		{"created webhook needs its secret", "CreatedWebhook", hook, false},
-		{"created webhook has no other field", "CreatedWebhook", map[string]any{"extra": 1, "secret": "whsec_x"}, false},
+		{"webhook during a rotation", "Webhook", withRotation(hook), true},
+		{"webhook with its secret", "WebhookWithSecret", withSecret(hook), true},
+		{"webhook with its secret during a rotation", "WebhookWithSecret", withSecret(withRotation(hook)), true},
+		{"webhook with its secret needs it", "WebhookWithSecret", hook, false},
+		{"webhook with its secret has no other field", "WebhookWithSecret", map[string]any{"extra": 1, "secret": "whsec_x"}, false},
+		{"rotation without options", "RotateSecretRequest", map[string]any{}, true},
+		{"rotation without grace", "RotateSecretRequest", map[string]any{"grace_seconds": -1}, true},
+		{"rotation with the longest grace", "RotateSecretRequest", map[string]any{"grace_seconds": 604800, "secret": goodSecret}, true},
+		{"rotation with too long a grace", "RotateSecretRequest", map[string]any{"grace_seconds": 604801}, false},
+		{"rotation with a negative grace", "RotateSecretRequest", map[string]any{"grace_seconds": -2}, false},
+		{"rotation with a fractional grace", "RotateSecretRequest", map[string]any{"grace_seconds": 1.5}, false},
+		{"rotation with an empty secret", "RotateSecretRequest", map[string]any{"secret": ""}, false},
+		{"rotation with an unknown field", "RotateSecretRequest", map[string]any{"grace": 60}, false},
+		{"stats", "Stats", stats, true},
+		{"stats with a field missing", "Stats", withoutKey(stats, "oldest_pending_age_ms"), false},
+		{"stats with a duration in nanoseconds", "Stats", withKey(stats, "oldest_pending_age", 1), false},
 		{"error", "Error", map[string]any{"error": map[string]any{"code": "not_found", "message": "m"}}, true},
 		{"error with an unknown code", "Error", map[string]any{"error": map[string]any{"code": "oops", "message": "m"}}, false},
 		{"attempt body without its encoding", "Attempt", map[string]any{
@@ -383,6 +410,23 @@ func TestOpenAPIResponses(t *testing.T) {
 	s.call(t, srv, apiCall{method: "PATCH", path: "/webhooks/" + binary, body: `{"enabled":false}`}, 200)
 	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + binary + "/recover", body: `{"since":"` + since + `"}`}, 409)
 	s.call(t, srv, apiCall{method: "GET", path: "/event-types"}, 200)
+	stats := s.call(t, srv, apiCall{method: "GET", path: "/stats"}, 200).json(t)
+	require.EqualValues(t, 2, stats["webhooks"])
+	require.EqualValues(t, 1, stats["disabled_webhooks"])
+
+	// Secret rotation: without a body, with an empty one, with options,
+	// without grace; then the grace period revoked.
+	rotated := s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret"}, 200).json(t)
+	require.Contains(t, rotated, "secret")
+	require.Contains(t, rotated, "previous_secret_until")
+	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{}`}, 200)
+	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{"secret":"` + goodSecret + `","grace_seconds":3600}`}, 200)
+	s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + id}, 200)
+	s.call(t, srv, apiCall{method: "GET", path: "/webhooks"}, 200)
+	s.call(t, srv, apiCall{method: "DELETE", path: "/webhooks/" + id + "/previous-secret"}, 204)
+	rotated = s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{"grace_seconds":-1}`}, 200).json(t)
+	require.NotContains(t, rotated, "previous_secret_until")
+	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{"grace_seconds":604801}`}, 400)
 
 	// The errors every operation can give.
 	unknown := map[string]string{"/webhooks/{id}": "/webhooks/0190b5c6-3f0e-7a2b-8c7d-1e2f3a4b5c6d", "/deliveries/{id}": "/deliveries/999999"}
@@ -392,6 +436,8 @@ func TestOpenAPIResponses(t *testing.T) {
 		"POST /webhooks":              `{"url":"` + rc.url() + `","events":["*"]}`,
 		"PATCH /webhooks/{id}":        `{"description":"x"}`,
 		"POST /webhooks/{id}/recover": `{"since":"` + since + `"}`,
+		// The body is optional here; a present one must be valid.
+		"POST /webhooks/{id}/rotate-secret": `{"grace_seconds":60}`,
 	}
 	withPath := func(p string, ids map[string]string) string {
 		for tmpl, v := range ids {
@@ -434,6 +480,7 @@ func TestOpenAPIResponses(t *testing.T) {
 	require.NoError(t, broken.st.rdb.Close())
 	resp = s.call(t, brokenSrv, apiCall{method: "GET", path: "/webhooks"}, 500)
 	require.Equal(t, resp.header.Get("X-Request-Id"), resp.json(t)["error"].(map[string]any)["request_id"])
+	s.call(t, brokenSrv, apiCall{method: "GET", path: "/stats"}, 500)
 
 	// Every documented status of every operation was seen, but 500.
 	var missing []string
