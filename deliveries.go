@@ -22,9 +22,12 @@ const (
 	StatusFailed DeliveryStatus = "failed"
 	// StatusCancelled: its webhook was disabled or deleted first.
 	StatusCancelled DeliveryStatus = "cancelled"
+	// StatusSuperseded: a newer score.changed for the same subject was
+	// published before it was sent; the newer one carries the whole change.
+	StatusSuperseded DeliveryStatus = "superseded"
 )
 
-var statusNames = [...]DeliveryStatus{stPending: StatusPending, stDelivered: StatusDelivered, stFailed: StatusFailed, stCancelled: StatusCancelled}
+var statusNames = [...]DeliveryStatus{stPending: StatusPending, stDelivered: StatusDelivered, stFailed: StatusFailed, stCancelled: StatusCancelled, stSuperseded: StatusSuperseded}
 
 func statusFromCode(c int) DeliveryStatus {
 	if c >= 0 && c < len(statusNames) {
@@ -149,7 +152,7 @@ func (d *Dispatcher) Deliveries(ctx context.Context, webhookID string, q Deliver
 	if q.Status != "" {
 		c, ok := q.Status.code()
 		if !ok {
-			return DeliveryPage{}, invalid("status", "must be pending, delivered, failed or cancelled")
+			return DeliveryPage{}, invalid("status", "must be pending, delivered, failed, cancelled or superseded")
 		}
 		statusFilter = c
 	}
@@ -262,7 +265,7 @@ type AttemptResult struct {
 func (d *Dispatcher) loadJob(ctx context.Context, deliveryID int64) (job, int, error) {
 	var j job
 	var status int
-	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, `SELECT `+hookColumns+`, d.id, d.status, e.id, e.type, e.payload
+	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, `SELECT `+hookColumns+`, d.id, d.status, e.id, e.type, COALESCE(d.payload, e.payload)
 		FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq JOIN webhooks w ON w.seq = d.webhook_seq
 		WHERE d.id = ?`, deliveryID), &j.deliveryID, &status, &j.eventID, &j.eventType, &j.payload)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -434,7 +437,7 @@ func (d *Dispatcher) Recover(ctx context.Context, webhookID string, since, until
 			return ErrWebhookDisabled
 		}
 		now := ms(t.now)
-		res, err := t.exec(`UPDATE webhook_deliveries SET status = 0, attempts = 0, next_at = ?, updated_at = ?, last_error = ''
+		res, err := t.exec(`UPDATE webhook_deliveries SET status = 0, attempts = 0, leased = 0, next_at = ?, updated_at = ?, last_error = ''
 			WHERE webhook_seq = ? AND status = 2 AND created_at >= ? AND created_at < ?
 			AND NOT EXISTS (SELECT 1 FROM webhook_events e WHERE e.seq = event_seq AND e.type = 'webhook.test')`,
 			now, now, seq, ms(since), ms(until))

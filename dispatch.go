@@ -122,19 +122,22 @@ const (
 	ClassBlocked    = "blocked"    // the destination address is not allowed
 )
 
-// sender makes attempts over one tuned HTTP client.
+// sender makes attempts over one tuned HTTP client, or by email.
 type sender struct {
 	client    *http.Client
 	transport *http.Transport
 	timeout   time.Duration
 	maxBody   int
+	render    *renderer
+	smtp      *SMTPConfig
+	smtpDial  func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // drainLimit is how much of a response body beyond MaxResponseBody is read
 // and discarded so that the connection can be reused.
 const drainLimit = 64 << 10
 
-func newSender(cfg Config, guard *netGuard) *sender {
+func newSender(cfg Config, guard *netGuard, render *renderer) *sender {
 	tr := &http.Transport{
 		Proxy:                  nil, // proxies from the environment are ignored
 		DialContext:            guard.dialContext,
@@ -158,6 +161,9 @@ func newSender(cfg Config, guard *netGuard) *sender {
 		transport: tr,
 		timeout:   cfg.AttemptTimeout,
 		maxBody:   cfg.MaxResponseBody,
+		render:    render,
+		smtp:      cfg.SMTP,
+		smtpDial:  (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 	}
 }
 
@@ -182,7 +188,18 @@ func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
 	res := attemptResult{started: now, retryAfter: -1}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.hook.url, bytes.NewReader(j.payload))
+	if j.hook.format == FormatEmail {
+		return s.sendEmail(ctx, j, res)
+	}
+	body := j.payload
+	if j.hook.format != FormatJSON && j.hook.format != "" {
+		var err error
+		if body, err = s.render.render(j.hook.format, j.payload); err != nil {
+			res.class, res.errMsg = ClassConnection, "the message could not be rendered"
+			return res
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.hook.url, bytes.NewReader(body))
 	if err != nil {
 		res.class, res.errMsg = ClassConnection, "the URL cannot be requested"
 		return res
@@ -192,8 +209,8 @@ func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
 	h["User-Agent"] = []string{userAgent}
 	h[http.CanonicalHeaderKey(HeaderSPARCEvent)] = []string{j.eventType}
 	h[http.CanonicalHeaderKey(HeaderSPARCDelivery)] = []string{strconv.FormatInt(j.deliveryID, 10)}
-	setSignatureHeaders(h, j.hook.signingSecrets(now), j.eventID, now.Unix(), j.payload)
-	req.ContentLength = int64(len(j.payload))
+	setSignatureHeaders(h, j.hook.signingSecrets(now), j.eventID, now.Unix(), body)
+	req.ContentLength = int64(len(body))
 
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -217,6 +234,41 @@ func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 			res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}
+	}
+	return res
+}
+
+// sendEmail makes one attempt of an email delivery. The SMTP reply code
+// stands in for the HTTP status.
+func (s *sender) sendEmail(ctx context.Context, j job, res attemptResult) attemptResult {
+	if s.smtp == nil {
+		res.class, res.errMsg = ClassSMTP, "email deliveries need Config.SMTP"
+		res.duration = time.Since(res.started)
+		return res
+	}
+	subject, text, html, err := s.render.renderEmail(j.payload)
+	if err != nil {
+		res.class, res.errMsg = ClassSMTP, "the email could not be rendered"
+		res.duration = time.Since(res.started)
+		return res
+	}
+	code, err := sendEmail(ctx, *s.smtp, s.smtpDial, j.hook.mailTo, emailMessage{
+		subject: subject, text: text, html: html,
+		eventID: j.eventID, eventType: j.eventType, deliveryID: j.deliveryID, date: res.started,
+	})
+	res.duration = time.Since(res.started)
+	res.status = code
+	if err == nil {
+		return res
+	}
+	if ctx.Err() == context.Canceled {
+		res.cancelled = true
+	}
+	var ee *emailError
+	if errors.As(err, &ee) {
+		res.class, res.errMsg = ee.class, ee.msg
+	} else {
+		res.class, res.errMsg = ClassSMTP, "the email could not be sent"
 	}
 	return res
 }

@@ -236,6 +236,9 @@ type preparedEvent struct {
 	typ     string
 	at      time.Time
 	payload []byte
+	// score is set for a score.changed event whose data is a
+	// ScoreChanged: a newer one for the same subject supersedes it.
+	score *ScoreChanged
 }
 
 // newEventID returns a fresh event ID: "evt_" and a time-ordered UUID.
@@ -335,7 +338,19 @@ func encodeEvent(ev Event, maxBytes int) (preparedEvent, error) {
 	if len(payload) > maxBytes {
 		return preparedEvent{}, invalid("data", "encodes to %d bytes, more than the limit of %d", len(payload), maxBytes)
 	}
-	return preparedEvent{id: ev.ID, typ: ev.Type, at: at, payload: payload}, nil
+	p := preparedEvent{id: ev.ID, typ: ev.Type, at: at, payload: payload}
+	if ev.Type == EventScoreChanged {
+		switch v := ev.Data.(type) {
+		case ScoreChanged:
+			p.score = &v
+		case *ScoreChanged:
+			if v != nil {
+				c := *v
+				p.score = &c
+			}
+		}
+	}
+	return p, nil
 }
 
 // checkScore rejects scores that cannot be compared.

@@ -18,8 +18,11 @@ import (
 type Webhook struct {
 	// ID identifies the webhook: a UUID.
 	ID string `json:"id"`
-	// URL is where deliveries are POSTed.
+	// URL is where deliveries are POSTed, or "mailto:<address>" for email.
 	URL string `json:"url"`
+	// Format is how deliveries are rendered: json (the signed envelope),
+	// slack, discord, or email for a mailto: URL.
+	Format Format `json:"format"`
 	// Events lists the event types and patterns the webhook subscribes to.
 	Events []string `json:"events"`
 	// Secret signs the webhook's deliveries. It is set only in the values
@@ -54,8 +57,14 @@ type Webhook struct {
 // Registration describes a webhook to register.
 type Registration struct {
 	// URL is where deliveries are POSTed: an absolute http or https URL
-	// with a host and no user info, at most 2048 bytes.
+	// with a host and no user info, at most 2048 bytes. Or, when
+	// Config.SMTP is set, "mailto:<address>": each event is then sent as an
+	// email.
 	URL string
+	// Format is how deliveries are rendered for an http URL: FormatJSON
+	// (the default), FormatSlack or FormatDiscord. A mailto: URL implies
+	// FormatEmail.
+	Format Format
 	// Events lists event types (built in or from Config.EventTypes) and
 	// patterns: "*" for every type, or dot-separated segments where "*"
 	// matches one segment, such as "job.*". At least one.
@@ -75,6 +84,7 @@ type Registration struct {
 // they are.
 type WebhookUpdate struct {
 	URL         *string
+	Format      *Format
 	Events      []string // nil leaves the events; an empty, non-nil slice is invalid
 	Enabled     *bool
 	Description *string
@@ -150,6 +160,38 @@ func parsePort(p string) (int, error) {
 	return n, nil
 }
 
+// checkDestination validates a URL with its format and returns the
+// format, filling in the default.
+func (d *Dispatcher) checkDestination(raw string, f Format) (Format, error) {
+	if scheme, _, ok := strings.Cut(raw, ":"); ok && strings.EqualFold(scheme, "mailto") {
+		if d.cfg.SMTP == nil {
+			return "", invalid("url", "mailto: URLs need Config.SMTP, which is not set")
+		}
+		if len(raw) > maxURLLength {
+			return "", invalid("url", "must be at most %d bytes", maxURLLength)
+		}
+		if _, err := parseMailto(raw); err != nil {
+			return "", err
+		}
+		if f != "" && f != FormatEmail {
+			return "", invalid("format", "must be email (or left out) for a mailto: URL")
+		}
+		return FormatEmail, nil
+	}
+	if err := d.checkURL(raw); err != nil {
+		return "", err
+	}
+	switch {
+	case f == "":
+		return FormatJSON, nil
+	case f == FormatEmail:
+		return "", invalid("format", "email is the format of mailto: URLs")
+	case !f.valid():
+		return "", invalid("format", "must be json, slack or discord")
+	}
+	return f, nil
+}
+
 // checkEvents validates a subscription list.
 func (d *Dispatcher) checkEvents(events []string) error {
 	if len(events) == 0 {
@@ -209,7 +251,8 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 		return Webhook{}, err
 	}
 	defer d.calls.Done()
-	if err := d.checkURL(r.URL); err != nil {
+	format, err := d.checkDestination(r.URL, r.Format)
+	if err != nil {
 		return Webhook{}, err
 	}
 	if err := d.checkEvents(r.Events); err != nil {
@@ -219,7 +262,6 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 		return Webhook{}, err
 	}
 	var secret Secret
-	var err error
 	if r.Secret == "" {
 		secret, err = GenerateSecret()
 		if err != nil {
@@ -236,6 +278,7 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 	w := Webhook{
 		ID:          id.String(),
 		URL:         r.URL,
+		Format:      format,
 		Events:      append([]string(nil), r.Events...),
 		Secret:      secret,
 		Enabled:     r.Enabled == nil || *r.Enabled,
@@ -253,8 +296,9 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 		if !w.Enabled {
 			disabledAt = ms(now)
 		}
-		if _, err := t.exec(`INSERT INTO webhooks (id, url, events, secret, enabled, description, created_at, updated_at, disabled_reason, disabled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			w.ID, w.URL, string(events), t.s.sealer.seal(w.ID, secret), w.Enabled, w.Description, ms(now), ms(now), w.DisabledReason, disabledAt); err != nil {
+		if _, err := t.exec(`INSERT INTO webhooks (id, url, format, events, secret, enabled, description, created_at, updated_at, disabled_reason, disabled_at, disabled_event_seq)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) FROM webhook_events))`,
+			w.ID, w.URL, string(w.Format), string(events), t.s.sealer.seal(w.ID, secret), w.Enabled, w.Description, ms(now), ms(now), w.DisabledReason, disabledAt); err != nil {
 			return fmt.Errorf("webhook: register: %w", err)
 		}
 		return t.registryChanged()
@@ -265,14 +309,14 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 	return w, nil
 }
 
-const webhookColumns = `id, url, events, enabled, description, created_at, updated_at, failure_streak, last_success_at, last_failure_at, disabled_reason, disabled_at, prev_secret_until`
+const webhookColumns = `id, url, format, events, enabled, description, created_at, updated_at, failure_streak, last_success_at, last_failure_at, disabled_reason, disabled_at, prev_secret_until`
 
 func scanWebhook(sc interface{ Scan(...any) error }) (Webhook, error) {
 	var w Webhook
 	var events string
 	var created, updated int64
 	var lastOK, lastFail, disabledAt, prevUntil sql.NullInt64
-	if err := sc.Scan(&w.ID, &w.URL, &events, &w.Enabled, &w.Description, &created, &updated, &w.FailureStreak, &lastOK, &lastFail, &w.DisabledReason, &disabledAt, &prevUntil); err != nil {
+	if err := sc.Scan(&w.ID, &w.URL, &w.Format, &events, &w.Enabled, &w.Description, &created, &updated, &w.FailureStreak, &lastOK, &lastFail, &w.DisabledReason, &disabledAt, &prevUntil); err != nil {
 		return Webhook{}, err
 	}
 	if err := json.Unmarshal([]byte(events), &w.Events); err != nil {
@@ -343,9 +387,13 @@ func (d *Dispatcher) Update(ctx context.Context, id string, u WebhookUpdate) (We
 	if err := checkWebhookID(id); err != nil {
 		return Webhook{}, err
 	}
-	if u.URL != nil {
-		if err := d.checkURL(*u.URL); err != nil {
-			return Webhook{}, err
+	if u.URL != nil || u.Format != nil {
+		// The URL and the format are checked together, against what is
+		// stored when only one of them changes (below, in the transaction).
+		if u.URL != nil && u.Format != nil {
+			if _, err := d.checkDestination(*u.URL, *u.Format); err != nil {
+				return Webhook{}, err
+			}
 		}
 	}
 	if u.Events != nil {
@@ -363,15 +411,30 @@ func (d *Dispatcher) Update(ctx context.Context, id string, u WebhookUpdate) (We
 		now := ms(t.now)
 		var seq int64
 		var enabled bool
-		err := t.queryRow(`SELECT seq, enabled FROM webhooks WHERE id = ?`, id).Scan(&seq, &enabled)
+		var curURL string
+		var curFormat Format
+		err := t.queryRow(`SELECT seq, enabled, url, format FROM webhooks WHERE id = ?`, id).Scan(&seq, &enabled, &curURL, &curFormat)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("webhook: update: %w", err)
 		}
-		if u.URL != nil {
-			if _, err := t.exec(`UPDATE webhooks SET url = ? WHERE seq = ?`, *u.URL, seq); err != nil {
+		if u.URL != nil || u.Format != nil {
+			newURL, newFormat := curURL, Format("")
+			if u.URL != nil {
+				newURL = *u.URL
+			}
+			if u.Format != nil {
+				newFormat = *u.Format
+			} else if !strings.HasPrefix(strings.ToLower(newURL), "mailto:") && curFormat != FormatEmail {
+				newFormat = curFormat
+			}
+			f, err := d.checkDestination(newURL, newFormat)
+			if err != nil {
+				return err
+			}
+			if _, err := t.exec(`UPDATE webhooks SET url = ?, format = ? WHERE seq = ?`, newURL, string(f), seq); err != nil {
 				return fmt.Errorf("webhook: update: %w", err)
 			}
 		}
@@ -390,7 +453,8 @@ func (d *Dispatcher) Update(ctx context.Context, id string, u WebhookUpdate) (We
 			if *u.Enabled {
 				_, err = t.exec(`UPDATE webhooks SET enabled = 1, disabled_reason = '', disabled_at = NULL, failure_streak = 0, streak_started_at = NULL WHERE seq = ?`, seq)
 			} else {
-				_, err = t.exec(`UPDATE webhooks SET enabled = 0, disabled_reason = 'disabled by request', disabled_at = ? WHERE seq = ?`, now, seq)
+				_, err = t.exec(`UPDATE webhooks SET enabled = 0, disabled_reason = 'disabled by request', disabled_at = ?,
+					disabled_event_seq = (SELECT COALESCE(MAX(seq), 0) FROM webhook_events) WHERE seq = ?`, now, seq)
 				if err == nil {
 					err = t.cancelPending(seq, "webhook disabled")
 				}
@@ -439,4 +503,132 @@ func (d *Dispatcher) Delete(ctx context.Context, id string) error {
 		}
 		return t.registryChanged()
 	})
+}
+
+// EnableOptions tunes Enable.
+type EnableOptions struct {
+	// Recover also sends what the webhook missed while it was disabled:
+	// every event published since, that it subscribes to, and again every
+	// delivery that disabling cancelled.
+	Recover bool
+}
+
+// Enable enables a webhook, clearing its failure streak and the reason it
+// was disabled, and returns it with the number of deliveries it scheduled
+// to recover what the webhook missed (always 0 without opts.Recover).
+// Enabling an enabled webhook changes nothing and recovers nothing. It
+// returns ErrNotFound for an unknown webhook.
+func (d *Dispatcher) Enable(ctx context.Context, id string, opts EnableOptions) (Webhook, int, error) {
+	if err := d.enter(); err != nil {
+		return Webhook{}, 0, err
+	}
+	defer d.calls.Done()
+	if err := checkWebhookID(id); err != nil {
+		return Webhook{}, 0, err
+	}
+	var out Webhook
+	var from, to, hookSeq int64
+	var events []string
+	recovered := 0
+	err := d.st.do(ctx, func(t *wtx) error {
+		recovered, from, to = 0, 0, 0
+		var enabled bool
+		var disabledAt, disabledSeq sql.NullInt64
+		var evJSON string
+		err := t.queryRow(`SELECT seq, enabled, disabled_at, disabled_event_seq, events FROM webhooks WHERE id = ?`, id).Scan(&hookSeq, &enabled, &disabledAt, &disabledSeq, &evJSON)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("webhook: enable: %w", err)
+		}
+		if !enabled {
+			now := ms(t.now)
+			if _, err := t.exec(`UPDATE webhooks SET enabled = 1, disabled_reason = '', disabled_at = NULL, disabled_event_seq = NULL,
+				failure_streak = 0, streak_started_at = NULL, updated_at = ? WHERE seq = ?`, now, hookSeq); err != nil {
+				return fmt.Errorf("webhook: enable: %w", err)
+			}
+			if err := t.registryChanged(); err != nil {
+				return err
+			}
+			if opts.Recover {
+				if disabledAt.Valid {
+					res, err := t.exec(`UPDATE webhook_deliveries SET status = 0, attempts = 0, leased = 0, next_at = ?, updated_at = ?, last_error = ''
+						WHERE webhook_seq = ? AND status = 3 AND updated_at >= ?`, now, now, hookSeq, disabledAt.Int64)
+					if err != nil {
+						return fmt.Errorf("webhook: enable: %w", err)
+					}
+					n, _ := res.RowsAffected()
+					t.count(cCancelled, -n)
+					recovered += int(n)
+				}
+				if disabledSeq.Valid {
+					from = disabledSeq.Int64
+					if err := t.queryRow(`SELECT COALESCE(MAX(seq), 0) FROM webhook_events`).Scan(&to); err != nil {
+						return fmt.Errorf("webhook: enable: %w", err)
+					}
+					if err := jsonUnmarshalStrings(evJSON, &events); err != nil {
+						return fmt.Errorf("webhook: enable: stored events are unreadable")
+					}
+				}
+			}
+		}
+		out, err = scanWebhook(t.queryRow(`SELECT `+webhookColumns+` FROM webhooks WHERE seq = ?`, hookSeq))
+		return err
+	})
+	if err != nil {
+		return Webhook{}, 0, err
+	}
+	// The events published while it was disabled, in steps: events
+	// published from now on reach it through the usual fan-out.
+	for from < to {
+		var next int64
+		var added int
+		err := d.st.do(ctx, func(t *wtx) error {
+			rows, err := t.query(`SELECT seq, type FROM webhook_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 1000`, from, to)
+			if err != nil {
+				return err
+			}
+			var ids []byte
+			last, n := from, 0
+			for rows.Next() {
+				var seq int64
+				var typ string
+				if err := rows.Scan(&seq, &typ); err != nil {
+					rows.Close()
+					return err
+				}
+				last = seq
+				if typ != EventTest && matchAny(events, typ) {
+					ids = appendIDs(ids, seq)
+					n++
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if last == from {
+				last = to // nothing left in the range
+			}
+			if ids != nil {
+				now := ms(t.now)
+				if _, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
+					SELECT value, ?, 0, ?, ?, ? FROM json_each(?)`, hookSeq, now, now, now, string(append(ids, ']'))); err != nil {
+					return err
+				}
+			}
+			next, added = last, n
+			return nil
+		})
+		if err != nil {
+			return out, recovered, fmt.Errorf("webhook: enable: recover missed events: %w", err)
+		}
+		from = next
+		recovered += added
+	}
+	if recovered > 0 {
+		d.Notify()
+	}
+	return out, recovered, nil
 }

@@ -279,16 +279,24 @@ func (d *Dispatcher) RevokePreviousSecret(ctx context.Context, id string) error 
 }
 
 // hookColumns are what a delivery needs of its webhook, for scanHook.
-const hookColumns = `w.seq, w.id, w.url, w.events, w.secret, COALESCE(w.prev_secret, ''), COALESCE(w.prev_secret_until, 0), w.enabled`
+const hookColumns = `w.seq, w.id, w.url, w.events, w.secret, COALESCE(w.prev_secret, ''), COALESCE(w.prev_secret_until, 0), w.enabled, w.format`
 
 // scanHook reads hookColumns, opening the secrets.
 func (st *store) scanHook(sc interface{ Scan(...any) error }, extra ...any) (*hookEntry, error) {
 	h := &hookEntry{}
 	var events, secret, prev string
 	var until int64
-	dest := append([]any{&h.seq, &h.id, &h.url, &events, &secret, &prev, &until, &h.enabled}, extra...)
+	dest := append([]any{&h.seq, &h.id, &h.url, &events, &secret, &prev, &until, &h.enabled, &h.format}, extra...)
 	if err := sc.Scan(dest...); err != nil {
 		return nil, err
+	}
+	if h.format == FormatEmail {
+		addr, err := parseMailto(h.url)
+		if err != nil {
+			st.log.Error("webhook: stored mailto URL is unreadable; the webhook receives nothing", "webhook_id", h.id)
+			h.enabled = false
+		}
+		h.mailTo = addr
 	}
 	if err := jsonUnmarshalStrings(events, &h.events); err != nil {
 		st.log.Error("webhook: stored events are unreadable; the webhook receives nothing", "webhook_id", h.id)

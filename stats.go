@@ -20,6 +20,9 @@ type Stats struct {
 	Delivered int64 `json:"delivered"`
 	Failed    int64 `json:"failed"`
 	Cancelled int64 `json:"cancelled"`
+	// Superseded counts score changes replaced by a newer one before they
+	// were sent.
+	Superseded int64 `json:"superseded"`
 	// AttemptsSucceeded and AttemptsFailed count attempts by outcome.
 	AttemptsSucceeded int64 `json:"attempts_succeeded"`
 	AttemptsFailed    int64 `json:"attempts_failed"`
@@ -67,6 +70,8 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 			s.Failed = v
 		case cCancelled:
 			s.Cancelled = v
+		case cSuperseded:
+			s.Superseded = v
 		case cAttemptsOK:
 			s.AttemptsSucceeded = v
 		case cAttemptsFailed:

@@ -98,6 +98,21 @@ CREATE TABLE webhook_settings (
 	value TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 3: formats (Slack, Discord, email), superseded score changes, and
+	// recovery of what a disabled webhook missed.
+	`
+ALTER TABLE webhooks ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+ALTER TABLE webhooks ADD COLUMN disabled_event_seq INTEGER;
+ALTER TABLE webhook_deliveries ADD COLUMN payload BLOB;
+ALTER TABLE webhook_deliveries ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE webhook_collapse (
+	webhook_seq INTEGER NOT NULL,
+	key         TEXT    NOT NULL,
+	delivery_id INTEGER NOT NULL,
+	since       REAL    NOT NULL,
+	PRIMARY KEY (webhook_seq, key)
+) WITHOUT ROWID;
+`,
 }
 
 // Delivery status codes as stored.
@@ -105,7 +120,8 @@ const (
 	stPending   = 0
 	stDelivered = 1
 	stFailed    = 2
-	stCancelled = 3
+	stCancelled  = 3
+	stSuperseded = 4
 )
 
 // store holds the SQL. Reads go to rdb; every write goes through one
@@ -512,6 +528,7 @@ const (
 	cDelivered      = "deliveries_delivered"
 	cFailed         = "deliveries_failed"
 	cCancelled      = "deliveries_cancelled"
+	cSuperseded     = "deliveries_superseded"
 	cAttemptsOK     = "attempts_succeeded"
 	cAttemptsFailed = "attempts_failed"
 )
@@ -584,6 +601,8 @@ type hookEntry struct {
 	id        string
 	url       string
 	events    []string
+	format    Format
+	mailTo    string    // the address, for FormatEmail
 	current   []Secret  // the secret
 	both      []Secret  // the secret and the previous one, during a rotation
 	prevUntil time.Time // when the previous one stops signing
@@ -673,6 +692,9 @@ func (t *wtx) publish(p preparedEvent) (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
+	if p.score != nil {
+		return t.publishScore(p, seq, reg)
+	}
 	// One statement inserts the whole fan-out: the webhooks' seqs travel
 	// as a JSON array.
 	buf := make([]byte, 0, 64)
@@ -696,6 +718,72 @@ func (t *wtx) publish(p preparedEvent) (int, bool, error) {
 	if _, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
 		SELECT ?, value, 0, ?, ?, ? FROM json_each(?)`, seq, now, now, now, string(buf)); err != nil {
 		return 0, false, fmt.Errorf("webhook: store deliveries: %w", err)
+	}
+	return n, false, nil
+}
+
+// publishScore stores the deliveries of a score.changed event one by one:
+// for each webhook, a delivery of an older score.changed for the same
+// subject that is still waiting is marked superseded, and the new
+// delivery carries the change since the last score that webhook was sent
+// (its own payload, made here once and never encoded again).
+func (t *wtx) publishScore(p preparedEvent, seq int64, reg *regCache) (int, bool, error) {
+	key := EventScoreChanged + ":" + p.score.Subject
+	now := ms(t.now)
+	n := 0
+	for _, h := range reg.enabled {
+		if !matchAny(h.events, p.typ) {
+			continue
+		}
+		n++
+		since := p.score.Previous
+		var oldID int64
+		var oldSince float64
+		err := t.queryRow(`SELECT delivery_id, since FROM webhook_collapse WHERE webhook_seq = ? AND key = ?`, h.seq, key).Scan(&oldID, &oldSince)
+		switch {
+		case err == nil:
+			var status int
+			var inFlight bool
+			err := t.queryRow(`SELECT status, leased = 1 AND next_at > ? FROM webhook_deliveries WHERE id = ?`, now, oldID).Scan(&status, &inFlight)
+			if errors.Is(err, sql.ErrNoRows) {
+				break // gone with retention: it settled long ago
+			}
+			if err != nil {
+				return 0, false, fmt.Errorf("webhook: supersede delivery: %w", err)
+			}
+			if status == stDelivered || status == stPending && inFlight {
+				break // the receiver has seen (or is seeing) up to this event's Previous
+			}
+			since = oldSince // the receiver has not seen the older change
+			if status == stPending {
+				if _, err := t.exec(`UPDATE webhook_deliveries SET status = 4, updated_at = ?, last_error = 'superseded by a newer score.changed' WHERE id = ?`, now, oldID); err != nil {
+					return 0, false, fmt.Errorf("webhook: supersede delivery: %w", err)
+				}
+				t.count(cSuperseded, 1)
+			}
+		case !errors.Is(err, sql.ErrNoRows):
+			return 0, false, fmt.Errorf("webhook: supersede delivery: %w", err)
+		}
+		var own any // the event's payload unless the change starts earlier
+		if since != p.score.Previous {
+			ev, err := encodeEvent(Event{ID: p.id, Type: p.typ, Timestamp: p.at, Data: ScoreChanged{
+				Subject: p.score.Subject, Previous: since, Current: p.score.Current, Delta: p.score.Current - since,
+			}}, 1<<30)
+			if err != nil {
+				return 0, false, err
+			}
+			own = ev.payload
+		}
+		res, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at, payload) VALUES (?, ?, 0, ?, ?, ?, ?)`,
+			seq, h.seq, now, now, now, own)
+		if err != nil {
+			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
+		}
+		id, _ := res.LastInsertId()
+		if _, err := t.exec(`INSERT INTO webhook_collapse (webhook_seq, key, delivery_id, since) VALUES (?, ?, ?, ?)
+			ON CONFLICT (webhook_seq, key) DO UPDATE SET delivery_id = excluded.delivery_id, since = excluded.since`, h.seq, key, id, since); err != nil {
+			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
+		}
 	}
 	return n, false, nil
 }
@@ -798,10 +886,10 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 	for pass := 0; pass < 2; pass++ {
 		var rows *sql.Rows
 		if pass == 0 {
-			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts FROM webhook_deliveries
+			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload FROM webhook_deliveries
 				WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now, window)
 		} else {
-			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts FROM webhook_deliveries
+			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload FROM webhook_deliveries
 				WHERE status = 0 AND next_at <= ? AND webhook_seq NOT IN (SELECT value FROM json_each(?))
 				ORDER BY next_at LIMIT ?`, now, string(append(held, ']')), window)
 		}
@@ -811,11 +899,12 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 		type cand struct {
 			id, ev, hs int64
 			attempts   int
+			payload    []byte // the delivery's own, if any
 		}
 		var cands []cand
 		for rows.Next() {
 			var c cand
-			if err := rows.Scan(&c.id, &c.ev, &c.hs, &c.attempts); err != nil {
+			if err := rows.Scan(&c.id, &c.ev, &c.hs, &c.attempts, &c.payload); err != nil {
 				rows.Close()
 				return out, fmt.Errorf("webhook: claim: %w", err)
 			}
@@ -865,11 +954,15 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 			if err != nil {
 				return out, err
 			}
-			out.jobs = append(out.jobs, job{deliveryID: c.id, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
-				eventID: ev.id, eventType: ev.typ, payload: ev.payload})
+			j := job{deliveryID: c.id, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
+				eventID: ev.id, eventType: ev.typ, payload: ev.payload}
+			if c.payload != nil {
+				j.payload = c.payload
+			}
+			out.jobs = append(out.jobs, j)
 		}
 		if len(ids) > 0 {
-			if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ? WHERE id IN (SELECT value FROM json_each(?))`,
+			if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?, leased = 1 WHERE id IN (SELECT value FROM json_each(?))`,
 				leaseUntil, string(append(ids, ']'))); err != nil {
 				return out, fmt.Errorf("webhook: claim: %w", err)
 			}
@@ -940,7 +1033,7 @@ const (
 func (t *wtx) complete(o outcome) error {
 	now := ms(t.now)
 	if o.result == resultReleased {
-		_, err := t.exec(`UPDATE webhook_deliveries SET attempts = MAX(attempts - 1, 0), next_at = ? WHERE id = ? AND status = 0`, now, o.deliveryID)
+		_, err := t.exec(`UPDATE webhook_deliveries SET attempts = MAX(attempts - 1, 0), next_at = ?, leased = 0 WHERE id = ? AND status = 0`, now, o.deliveryID)
 		return err
 	}
 	if o.result == resultDelivered {
@@ -1086,7 +1179,7 @@ func (t *wtx) flushOutcomes() error {
 		t.count(cDelivered, n)
 	}
 	if len(retry) > 0 {
-		if _, err := t.exec(`UPDATE webhook_deliveries SET next_at = j.value->>3, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
+		if _, err := t.exec(`UPDATE webhook_deliveries SET next_at = j.value->>3, leased = 0, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
 			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, now, closeRows(retry)); err != nil {
 			return fmt.Errorf("webhook: record outcomes: %w", err)
 		}
@@ -1247,7 +1340,8 @@ func (t *wtx) flush() error {
 func (t *wtx) disable(seq int64, reason string) error {
 	now := ms(t.now)
 	var id, u string
-	err := t.queryRow(`UPDATE webhooks SET enabled = 0, disabled_reason = ?, disabled_at = ?, updated_at = ? WHERE seq = ? AND enabled = 1 RETURNING id, url`,
+	err := t.queryRow(`UPDATE webhooks SET enabled = 0, disabled_reason = ?, disabled_at = ?, updated_at = ?,
+		disabled_event_seq = (SELECT COALESCE(MAX(seq), 0) FROM webhook_events) WHERE seq = ? AND enabled = 1 RETURNING id, url`,
 		reason, now, now, seq).Scan(&id, &u)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil

@@ -131,6 +131,19 @@ type Config struct {
 	// score (0.1 means 10 %). Default: 0, off.
 	ScoreRelativeThreshold float64
 
+	// Messages configures the messages that people read: the Slack,
+	// Discord and email formats. Its templates are checked by Open and New,
+	// so that a template that cannot render fails there, never at
+	// delivery. Default: the built-in messages, without links.
+	Messages MessageOptions
+
+	// SMTP, when set, lets webhooks have "mailto:<address>" URLs: each
+	// event is then sent as an email through this server, with the same
+	// retries, attempt log and disable rules as any delivery (the SMTP
+	// reply code stands in for the HTTP status). Default: none; mailto:
+	// URLs are refused.
+	SMTP *SMTPConfig
+
 	// AllowNetworks lists CIDR ranges that deliveries may reach although
 	// they are not public, such as "127.0.0.0/8" for local development and
 	// tests. Cloud metadata addresses stay blocked whatever it says.
@@ -400,6 +413,20 @@ func newDispatcher(ctx context.Context, st *store, cfg Config) (*Dispatcher, err
 	if err != nil {
 		return nil, err
 	}
+	rend, err := newRenderer(cfg.Messages)
+	if err != nil {
+		return nil, err
+	}
+	for typ := range cfg.Messages.Templates {
+		if _, ok := types[typ]; !ok && typ != EventTest {
+			return nil, invalid("Templates["+typ+"]", "%q is not a known event type (declare it in Config.EventTypes)", typ)
+		}
+	}
+	if cfg.SMTP != nil {
+		if err := cfg.SMTP.validate(); err != nil {
+			return nil, err
+		}
+	}
 	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d := &Dispatcher{
 		cfg:        cfg,
@@ -412,7 +439,7 @@ func newDispatcher(ctx context.Context, st *store, cfg Config) (*Dispatcher, err
 		cancelBase: cancel,
 		closeDone:  make(chan struct{}),
 	}
-	d.sender = newSender(cfg, guard)
+	d.sender = newSender(cfg, guard, rend)
 	if d.met, err = newMetrics(d, cfg.MeterProvider); err != nil {
 		return nil, fmt.Errorf("webhook: metrics: %w", err)
 	}
