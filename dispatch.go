@@ -464,8 +464,8 @@ func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 	ctx, cancel := context.WithCancel(d.base)
 	return &deliveryLoop{
 		d:        d,
-		jobs:     make(chan job, d.cfg.Workers),
-		done:     make(chan finished, d.cfg.Workers),
+		jobs:     make(chan job, prefetch*d.cfg.Workers),
+		done:     make(chan finished, prefetch*d.cfg.Workers),
 		wakec:    make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 		ctx:      ctx,
@@ -484,6 +484,11 @@ func (l *deliveryLoop) start() {
 	go l.run()
 }
 
+// prefetch is how many deliveries per worker the loop keeps claimed: the
+// next claim's commit overlaps with the attempts in flight, so that
+// workers do not wait for it.
+const prefetch = 4
+
 // wake asks the loop to look for due deliveries now.
 func (l *deliveryLoop) wake() {
 	select {
@@ -498,6 +503,18 @@ func (l *deliveryLoop) wake() {
 func (l *deliveryLoop) stop(ctx context.Context) error {
 	close(l.stopc)
 	<-l.loopDone
+	// Claimed deliveries that no worker has started go back to the queue
+	// as they were: they are not attempts.
+	for {
+		select {
+		case j := <-l.jobs:
+			o := outcome{deliveryID: j.deliveryID, result: resultReleased}
+			l.d.st.submit(func(t *wtx) error { return t.complete(o) })
+			continue
+		default:
+		}
+		break
+	}
 	close(l.jobs)
 	finished := make(chan struct{})
 	go func() {
@@ -524,8 +541,11 @@ func (l *deliveryLoop) run() {
 	lease := d.cfg.LeaseDuration
 	more := true // due deliveries may be waiting
 	for {
-		if more && l.inflight < d.cfg.Workers {
-			free := d.cfg.Workers - l.inflight
+		// Claim when enough room has opened for a batch worth a commit,
+		// or at once when the workers would otherwise run dry.
+		room := prefetch*d.cfg.Workers - l.inflight
+		if more && room > 0 && (room >= d.cfg.Workers/2 || len(l.jobs) == 0) {
+			free := prefetch*d.cfg.Workers - l.inflight
 			window := min(4*free, 512)
 			var got claimed
 			taken := make(map[int64]int)

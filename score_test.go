@@ -60,6 +60,7 @@ func TestObserveScore(t *testing.T) {
 			d := openTest(t, cfg)
 			rc := newReceiver(t, nil)
 			register(t, d, rc.url(), EventScoreChanged)
+			sent := 0
 			for i, s := range tt.scores {
 				obs, err := d.ObserveScore(t.Context(), "acme", s)
 				require.NoError(t, err)
@@ -67,6 +68,10 @@ func TestObserveScore(t *testing.T) {
 				require.Equal(t, i == 0, obs.Baseline)
 				if obs.Published {
 					require.NotEmpty(t, obs.EventID)
+					// Wait for it, so that the next one does not supersede
+					// it (TestScoreChangesCollapse covers that).
+					sent++
+					rc.waitFor(sent)
 				}
 			}
 			if len(tt.deltas) == 0 {

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -117,9 +116,9 @@ CREATE TABLE webhook_collapse (
 
 // Delivery status codes as stored.
 const (
-	stPending   = 0
-	stDelivered = 1
-	stFailed    = 2
+	stPending    = 0
+	stDelivered  = 1
+	stFailed     = 2
 	stCancelled  = 3
 	stSuperseded = 4
 )
@@ -420,11 +419,7 @@ func (s *store) loop() {
 }
 
 // run commits a batch, isolating a failing op by running each op alone.
-var dbgBatches, dbgOps atomic.Int64
-
 func (s *store) run(batch []*op) {
-	dbgBatches.Add(1)
-	dbgOps.Add(int64(len(batch)))
 	live := batch[:0]
 	for _, o := range batch {
 		if err := o.ctx.Err(); err != nil {
