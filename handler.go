@@ -60,11 +60,20 @@ const (
 )
 
 // Handler returns the management HTTP API of the dispatcher: JSON routes
-// to register, list, change and delete webhooks, rotate a webhook's secret
-// and revoke its previous one, send a test event, list deliveries and
-// their attempts, retry a delivery, recover failed deliveries, list the
-// event types and read the dispatcher's stats. openapi.yaml in this module
+// to register, list, change and delete webhooks, enable a webhook and
+// recover what it missed while disabled, rotate a webhook's secret and
+// revoke its previous one, send a test event, list deliveries and their
+// attempts, retry a delivery, recover failed deliveries, list the event
+// types and read the dispatcher's stats. openapi.yaml in this module
 // describes every route, answer and error code.
+//
+// A webhook's "format" says how its deliveries are rendered: json (the
+// signed Standard Webhooks envelope, the default), slack or discord (a
+// message for people in that service's form, still signed), or email,
+// which a "mailto:" URL implies and which is accepted only with one. A
+// mailto: URL is accepted only when Config.SMTP is set; its deliveries are
+// sent through that SMTP server, and their attempts report the server's
+// reply code as status_code and, when it refuses, the error class "smtp".
 //
 // The handler serves the paths /webhooks, /webhooks/{id}, ... at its root,
 // so a host mounts it under a prefix of its choice with http.StripPrefix,
@@ -79,7 +88,8 @@ const (
 // invalid_json, invalid_request, not_found, method_not_allowed, conflict,
 // payload_too_large, unsupported_media_type, unavailable and internal.
 // Request bodies must be application/json and at most 64 KiB (else 415 or
-// 413); that of POST /webhooks/{id}/rotate-secret may be left out. They
+// 413); those of POST /webhooks/{id}/rotate-secret and POST
+// /webhooks/{id}/enable may be left out. They
 // are decoded strictly: unknown fields, field names in another case,
 // repeated fields, null values, values of the wrong type and data after
 // the object are rejected with 400, naming the field. Unknown query
@@ -136,6 +146,7 @@ var apiRoutes = []route{
 	{method: http.MethodGet, path: "/webhooks/{id}", notFound: webhookNotFound, handle: (*api).getWebhook},
 	{method: http.MethodPatch, path: "/webhooks/{id}", notFound: webhookNotFound, handle: (*api).updateWebhook},
 	{method: http.MethodDelete, path: "/webhooks/{id}", notFound: webhookNotFound, handle: (*api).deleteWebhook},
+	{method: http.MethodPost, path: "/webhooks/{id}/enable", notFound: webhookNotFound, handle: (*api).enableWebhook},
 	{method: http.MethodPost, path: "/webhooks/{id}/rotate-secret", notFound: webhookNotFound, handle: (*api).rotateSecret},
 	{method: http.MethodDelete, path: "/webhooks/{id}/previous-secret", notFound: webhookNotFound, handle: (*api).revokePreviousSecret},
 	{method: http.MethodPost, path: "/webhooks/{id}/test", notFound: webhookNotFound, handle: (*api).testWebhook},
@@ -583,6 +594,23 @@ func (o object) integer(name string, dst *int64) (bool, error) {
 	return true, nil
 }
 
+// format decodes the field name, a webhook format, reporting whether it
+// was present. Which formats go with which URLs is the dispatcher's to
+// judge; only the empty string, which Registration and WebhookUpdate read
+// as "the default", is rejected here.
+func (o object) format(name string, dst *Format) (bool, error) {
+	var s string
+	ok, err := o.str(name, &s)
+	if !ok || err != nil {
+		return ok, err
+	}
+	if s == "" {
+		return true, badField(name, "must be json, slack, discord or email")
+	}
+	*dst = Format(s)
+	return true, nil
+}
+
 // timestamp decodes the field name, an RFC 3339 date-time, reporting
 // whether it was present.
 func (o object) timestamp(name string, dst *time.Time) (bool, error) {
@@ -603,6 +631,7 @@ func (o object) timestamp(name string, dst *time.Time) (bool, error) {
 type webhookJSON struct {
 	ID                  string    `json:"id"`
 	URL                 string    `json:"url"`
+	Format              string    `json:"format"`
 	Events              []string  `json:"events"`
 	Enabled             bool      `json:"enabled"`
 	Description         string    `json:"description"`
@@ -624,6 +653,7 @@ func toWebhookJSON(w Webhook) webhookJSON {
 	return webhookJSON{
 		ID:                  w.ID,
 		URL:                 w.URL,
+		Format:              string(w.Format),
 		Events:              events,
 		Enabled:             w.Enabled,
 		Description:         w.Description,
@@ -744,6 +774,7 @@ type statsJSON struct {
 	Delivered          int64 `json:"delivered"`
 	Failed             int64 `json:"failed"`
 	Cancelled          int64 `json:"cancelled"`
+	Superseded         int64 `json:"superseded"`
 	AttemptsSucceeded  int64 `json:"attempts_succeeded"`
 	AttemptsFailed     int64 `json:"attempts_failed"`
 	Webhooks           int   `json:"webhooks"`
@@ -757,6 +788,7 @@ func toStatsJSON(s Stats) statsJSON {
 		Delivered:          s.Delivered,
 		Failed:             s.Failed,
 		Cancelled:          s.Cancelled,
+		Superseded:         s.Superseded,
 		AttemptsSucceeded:  s.AttemptsSucceeded,
 		AttemptsFailed:     s.AttemptsFailed,
 		Webhooks:           s.Webhooks,
@@ -771,7 +803,7 @@ type eventTypeJSON struct {
 
 // createWebhook serves POST /webhooks.
 func (a *api) createWebhook(w http.ResponseWriter, r *http.Request) error {
-	obj, err := readObject(w, r, "url", "events", "secret", "description", "enabled")
+	obj, err := readObject(w, r, "url", "format", "events", "secret", "description", "enabled")
 	if err != nil {
 		return err
 	}
@@ -780,6 +812,9 @@ func (a *api) createWebhook(w http.ResponseWriter, r *http.Request) error {
 		return err
 	} else if !ok {
 		return badField("url", "is required")
+	}
+	if _, err := obj.format("format", &reg.Format); err != nil {
+		return err
 	}
 	if ok, err := obj.stringList("events", &reg.Events); err != nil {
 		return err
@@ -855,21 +890,27 @@ func (a *api) updateWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	obj, err := readObject(w, r, "url", "events", "enabled", "description")
+	obj, err := readObject(w, r, "url", "format", "events", "enabled", "description")
 	if err != nil {
 		return err
 	}
 	if len(obj) == 0 {
 		return &apiError{status: http.StatusBadRequest, code: codeInvalidRequest,
-			message: "give at least one of url, events, enabled and description"}
+			message: "give at least one of url, format, events, enabled and description"}
 	}
 	var u WebhookUpdate
 	var s, desc string
+	var f Format
 	var enabled bool
 	if ok, err := obj.str("url", &s); err != nil {
 		return err
 	} else if ok {
 		u.URL = &s
+	}
+	if ok, err := obj.format("format", &f); err != nil {
+		return err
+	} else if ok {
+		u.Format = &f
 	}
 	if _, err := obj.stringList("events", &u.Events); err != nil {
 		return err
@@ -903,6 +944,36 @@ func (a *api) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// enableJSON is the answer to POST /webhooks/{id}/enable.
+type enableJSON struct {
+	Webhook webhookJSON `json:"webhook"`
+	// Recovered counts the deliveries scheduled to make up for what the
+	// webhook missed while it was disabled.
+	Recovered int `json:"recovered"`
+}
+
+// enableWebhook serves POST /webhooks/{id}/enable.
+func (a *api) enableWebhook(w http.ResponseWriter, r *http.Request) error {
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	obj, err := readOptionalObject(w, r, "recover")
+	if err != nil {
+		return err
+	}
+	var opts EnableOptions
+	if _, err := obj.boolean("recover", &opts.Recover); err != nil {
+		return err
+	}
+	wh, n, err := a.d.Enable(r.Context(), id, opts)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, enableJSON{Webhook: toWebhookJSON(wh), Recovered: n})
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/stretchr/testify/require"
 )
 
@@ -99,6 +100,7 @@ func TestHandlerCreateShowsTheSecretOnce(t *testing.T) {
 			require.Equal(t, rc.url(), hook["url"])
 			require.Equal(t, []any{"job.*"}, hook["events"])
 			require.Equal(t, true, hook["enabled"])
+			require.Equal(t, "json", hook["format"], "the default")
 
 			// The secret is the one deliveries are signed with.
 			_, err = a.d.Publish(t.Context(), NewJobComplete(JobComplete{JobID: "1"}))
@@ -114,6 +116,7 @@ func TestHandlerCreateShowsTheSecretOnce(t *testing.T) {
 				{method: "POST", path: "/webhooks/" + id + "/test"},
 				{method: "GET", path: "/webhooks/" + id + "/deliveries"},
 				{method: "DELETE", path: "/webhooks/" + id + "/previous-secret"},
+				{method: "POST", path: "/webhooks/" + id + "/enable", body: `{"recover":true}`},
 				{method: "GET", path: "/stats"},
 			} {
 				resp := a.do(t, c)
@@ -223,6 +226,16 @@ func TestHandlerStrictBodies(t *testing.T) {
 		{"secret without prefix", "POST", "/webhooks", `{` + ok + `,"secret":"hunter2hunter2hunter2hunter2"}`, codeInvalidRequest, "secret"},
 		{"empty secret", "POST", "/webhooks", `{` + ok + `,"secret":""}`, codeInvalidRequest, "secret"},
 		{"long description", "POST", "/webhooks", `{` + ok + `,"description":"` + strings.Repeat("x", 1025) + `"}`, codeInvalidRequest, "description"},
+		// Formats.
+		{"unknown format", "POST", "/webhooks", `{` + ok + `,"format":"teams"}`, codeInvalidRequest, "format"},
+		{"format in another case", "POST", "/webhooks", `{` + ok + `,"format":"Slack"}`, codeInvalidRequest, "format"},
+		{"empty format", "POST", "/webhooks", `{` + ok + `,"format":""}`, codeInvalidRequest, "format"},
+		{"null format", "POST", "/webhooks", `{` + ok + `,"format":null}`, codeInvalidRequest, "format"},
+		{"format not a string", "POST", "/webhooks", `{` + ok + `,"format":["slack"]}`, codeInvalidRequest, "format"},
+		{"case variant Format", "POST", "/webhooks", `{` + ok + `,"Format":"slack"}`, codeInvalidRequest, "Format"},
+		{"email format of an http url", "POST", "/webhooks", `{` + ok + `,"format":"email"}`, codeInvalidRequest, "format"},
+		{"mailto without SMTP", "POST", "/webhooks", `{"url":"mailto:team@example.com","events":["*"]}`, codeInvalidRequest, "url"},
+		{"mailto in email without SMTP", "POST", "/webhooks", `{"url":"mailto:team@example.com","format":"email","events":["*"]}`, codeInvalidRequest, "url"},
 		// PATCH.
 		{"empty patch", "PATCH", "/webhooks/" + id, `{}`, codeInvalidRequest, ""},
 		{"patch secret", "PATCH", "/webhooks/" + id, `{"secret":"` + goodSecret + `"}`, codeInvalidRequest, "secret"},
@@ -231,6 +244,12 @@ func TestHandlerStrictBodies(t *testing.T) {
 		{"patch duplicate", "PATCH", "/webhooks/" + id, `{"enabled":false,"enabled":true}`, codeInvalidRequest, "enabled"},
 		{"patch no events", "PATCH", "/webhooks/" + id, `{"events":[]}`, codeInvalidRequest, "events"},
 		{"patch invalid url", "PATCH", "/webhooks/" + id, `{"url":"http://user:pw@example.com/"}`, codeInvalidRequest, "url"},
+		{"patch unknown format", "PATCH", "/webhooks/" + id, `{"format":"teams"}`, codeInvalidRequest, "format"},
+		{"patch empty format", "PATCH", "/webhooks/" + id, `{"format":""}`, codeInvalidRequest, "format"},
+		{"patch null format", "PATCH", "/webhooks/" + id, `{"format":null}`, codeInvalidRequest, "format"},
+		{"patch email format of an http url", "PATCH", "/webhooks/" + id, `{"format":"email"}`, codeInvalidRequest, "format"},
+		{"patch url and format", "PATCH", "/webhooks/" + id, `{"url":"` + url + `","format":"email"}`, codeInvalidRequest, "format"},
+		{"patch mailto without SMTP", "PATCH", "/webhooks/" + id, `{"url":"mailto:team@example.com"}`, codeInvalidRequest, "url"},
 		{"patch null body", "PATCH", "/webhooks/" + id, `null`, codeInvalidJSON, ""},
 		// Recover.
 		{"recover without since", "POST", "/webhooks/" + id + "/recover", `{}`, codeInvalidRequest, "since"},
@@ -259,6 +278,16 @@ func TestHandlerStrictBodies(t *testing.T) {
 		{"rotate grace below -1", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":-2}`, codeInvalidRequest, "grace_seconds"},
 		{"rotate grace over 7 days", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":604801}`, codeInvalidRequest, "grace_seconds"},
 		{"rotate grace overflowing", "POST", "/webhooks/" + id + "/rotate-secret", `{"grace_seconds":99999999999999999999}`, codeInvalidRequest, "grace_seconds"},
+		// Enable.
+		{"enable null body", "POST", "/webhooks/" + id + "/enable", `null`, codeInvalidJSON, ""},
+		{"enable array body", "POST", "/webhooks/" + id + "/enable", `[true]`, codeInvalidJSON, ""},
+		{"enable trailing object", "POST", "/webhooks/" + id + "/enable", `{} {}`, codeInvalidJSON, ""},
+		{"enable unknown field", "POST", "/webhooks/" + id + "/enable", `{"recovered":true}`, codeInvalidRequest, "recovered"},
+		{"enable case variant Recover", "POST", "/webhooks/" + id + "/enable", `{"Recover":true}`, codeInvalidRequest, "Recover"},
+		{"enable duplicate", "POST", "/webhooks/" + id + "/enable", `{"recover":true,"recover":false}`, codeInvalidRequest, "recover"},
+		{"enable null recover", "POST", "/webhooks/" + id + "/enable", `{"recover":null}`, codeInvalidRequest, "recover"},
+		{"enable recover as a string", "POST", "/webhooks/" + id + "/enable", `{"recover":"true"}`, codeInvalidRequest, "recover"},
+		{"enable recover as a number", "POST", "/webhooks/" + id + "/enable", `{"recover":1}`, codeInvalidRequest, "recover"},
 		// Routes without a body.
 		{"test with a body", "POST", "/webhooks/" + id + "/test", `{}`, codeInvalidRequest, ""},
 		{"retry with a body", "POST", "/deliveries/1/retry", `{}`, codeInvalidRequest, ""},
@@ -301,6 +330,7 @@ func TestHandlerQueryParameters(t *testing.T) {
 		{"limit not a number", deliveries + "?limit=ten", "limit"},
 		{"limit empty", deliveries + "?limit=", "limit"},
 		{"status unknown", deliveries + "?status=lost", "status"},
+		{"status in another case", deliveries + "?status=Superseded", "status"},
 		{"status empty", deliveries + "?status=", "status"},
 		{"cursor malformed", deliveries + "?cursor=abc", "cursor"},
 	}
@@ -334,6 +364,8 @@ func TestHandlerNotFound(t *testing.T) {
 		{"unknown webhook rotate", "POST", "/webhooks/" + unknownID + "/rotate-secret", ""},
 		{"unknown webhook rotate with a body", "POST", "/webhooks/" + unknownID + "/rotate-secret", `{"grace_seconds":60}`},
 		{"unknown webhook revoke", "DELETE", "/webhooks/" + unknownID + "/previous-secret", ""},
+		{"unknown webhook enable", "POST", "/webhooks/" + unknownID + "/enable", ""},
+		{"unknown webhook enable with recovery", "POST", "/webhooks/" + unknownID + "/enable", `{"recover":true}`},
 		{"uppercase webhook id", "GET", "/webhooks/" + strings.ToUpper(id), ""},
 		{"short webhook id", "GET", "/webhooks/123", ""},
 		{"webhook id with braces", "GET", "/webhooks/{" + id[:34] + "}", ""},
@@ -343,6 +375,7 @@ func TestHandlerNotFound(t *testing.T) {
 		{"malformed webhook id recover", "POST", "/webhooks/nope/recover", recoverBody},
 		{"malformed webhook id rotate", "POST", "/webhooks/nope/rotate-secret", `{"secret":"whsec_bad"}`},
 		{"malformed webhook id revoke", "DELETE", "/webhooks/nope/previous-secret", ""},
+		{"malformed webhook id enable", "POST", "/webhooks/nope/enable", `{"recover":true}`},
 		{"unknown delivery", "GET", "/deliveries/424242", ""},
 		{"unknown delivery attempts", "GET", "/deliveries/424242/attempts", ""},
 		{"unknown delivery retry", "POST", "/deliveries/424242/retry", ""},
@@ -436,6 +469,8 @@ func TestHandlerMethodNotAllowed(t *testing.T) {
 		{"PUT", "/webhooks/" + unknownID + "/rotate-secret", "POST"},
 		{"GET", "/webhooks/" + unknownID + "/previous-secret", "DELETE"},
 		{"POST", "/webhooks/" + unknownID + "/previous-secret", "DELETE"},
+		{"GET", "/webhooks/" + unknownID + "/enable", "POST"},
+		{"PATCH", "/webhooks/" + unknownID + "/enable", "POST"},
 		{"POST", "/stats", "GET, HEAD"},
 		{"DELETE", "/stats", "GET, HEAD"},
 		{"DELETE", "/deliveries/1", "GET, HEAD"},
@@ -473,6 +508,9 @@ func TestHandlerBodyLimitsAndMediaType(t *testing.T) {
 		{"too large recover", apiCall{method: "POST", path: "/webhooks/" + id + "/recover", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
 		{"too large rotate", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: big}, 413, codePayloadTooLarge, "", false},
 		{"too large rotate, chunked", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
+		{"too large enable", apiCall{method: "POST", path: "/webhooks/" + id + "/enable", body: big}, 413, codePayloadTooLarge, "", false},
+		{"too large enable, chunked", apiCall{method: "POST", path: "/webhooks/" + id + "/enable", body: big, chunked: true}, 413, codePayloadTooLarge, "", false},
+		{"enable as text/plain", apiCall{method: "POST", path: "/webhooks/" + id + "/enable", body: `{"recover":true}`, ctype: "text/plain"}, 415, codeUnsupportedMediaType, "", false},
 		{"rotate as text/plain", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{}`, ctype: "text/plain"}, 415, codeUnsupportedMediaType, "", false},
 		{"rotate without a content type", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{}`, header: http.Header{"Content-Type": nil}}, 415, codeUnsupportedMediaType, "", false},
 		{"rotate in latin1", apiCall{method: "POST", path: "/webhooks/" + id + "/rotate-secret", body: `{}`, ctype: "application/json; charset=iso-8859-1"}, 415, codeUnsupportedMediaType, "", false},
@@ -576,6 +614,8 @@ func TestHandlerUnavailable(t *testing.T) {
 			{method: "POST", path: "/webhooks/" + unknownID + "/rotate-secret"},
 			{method: "POST", path: "/webhooks/" + unknownID + "/rotate-secret", body: `{"grace_seconds":60}`},
 			{method: "DELETE", path: "/webhooks/" + unknownID + "/previous-secret"},
+			{method: "POST", path: "/webhooks/" + unknownID + "/enable"},
+			{method: "POST", path: "/webhooks/" + unknownID + "/enable", body: `{"recover":true}`},
 			{method: "GET", path: "/stats"},
 		} {
 			requireError(t, a.do(t, c), http.StatusServiceUnavailable, codeUnavailable, "")
@@ -780,7 +820,7 @@ func TestHandlerDeliveriesAndAttempts(t *testing.T) {
 		tests := []struct {
 			status string
 			n      int
-		}{{"delivered", 5}, {"failed", 1}, {"pending", 0}, {"cancelled", 0}}
+		}{{"delivered", 5}, {"failed", 1}, {"pending", 0}, {"cancelled", 0}, {"superseded", 0}}
 		for _, tt := range tests {
 			resp := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=" + tt.status})
 			require.Equal(t, http.StatusOK, resp.status)
@@ -1139,7 +1179,7 @@ func TestHandlerStats(t *testing.T) {
 		require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
 		require.Equal(t, map[string]any{
 			"pending": 0.0, "oldest_pending_age_ms": 0.0,
-			"delivered": 2.0, "failed": 2.0, "cancelled": 0.0,
+			"delivered": 2.0, "failed": 2.0, "cancelled": 0.0, "superseded": 0.0,
 			"attempts_succeeded": 2.0, "attempts_failed": 2.0,
 			"webhooks": 3.0, "disabled_webhooks": 1.0,
 		}, resp.json(t))
@@ -1166,5 +1206,285 @@ func TestHandlerStats(t *testing.T) {
 		require.Equal(t, 1.0, stats["webhooks"])
 
 		requireError(t, a.do(t, apiCall{method: "GET", path: "/stats?verbose=1"}), http.StatusBadRequest, codeInvalidRequest, "verbose")
+	})
+
+	t.Run("superseded", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.DisableDelivery = true // the score changes wait, to be superseded
+		a := newAPITest(t, cfg)
+		rc := newReceiver(t, nil)
+		id := a.create(t, `{"url":"`+rc.url()+`","events":["score.changed"]}`)["id"].(string)
+		var events []string
+		for _, score := range []float64{50, 60, 70, 80} { // 50 is the baseline
+			obs, err := a.d.ObserveScore(t.Context(), "acme", score)
+			require.NoError(t, err)
+			events = append(events, obs.EventID)
+		}
+		stats := a.do(t, apiCall{method: "GET", path: "/stats"}).json(t)
+		require.Equal(t, 2.0, stats["superseded"])
+		require.Equal(t, 1.0, stats["pending"], "only the latest change waits")
+
+		resp := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=superseded"})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		dls := resp.json(t)["deliveries"].([]any)
+		require.Len(t, dls, 2)
+		for i, x := range dls {
+			dl := x.(map[string]any)
+			require.Equal(t, "superseded", dl["status"])
+			require.Equal(t, events[2-i], dl["event_id"], "newest first")
+			got := a.do(t, apiCall{method: "GET", path: fmt.Sprintf("/deliveries/%v", dl["id"])}).json(t)
+			require.Equal(t, dl, got)
+		}
+	})
+}
+
+// Webhooks registered through the API in the Slack and Discord formats get
+// messages for people, signed like every delivery; every answer shows the
+// format, and a change of it takes effect at once.
+func TestHandlerFormats(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	ctx := t.Context()
+	slack := newReceiver(t, nil)
+	discord := newReceiver(t, nil)
+	plain := newReceiver(t, nil)
+	sh := a.create(t, `{"url":"`+slack.url()+`","format":"slack","events":["job.*"]}`)
+	require.Equal(t, "slack", sh["format"])
+	dh := a.create(t, `{"url":"`+discord.url()+`","format":"discord","events":["job.*"]}`)
+	require.Equal(t, "discord", dh["format"])
+	jh := a.create(t, `{"url":"`+plain.url()+`","events":["job.*"]}`)
+	require.Equal(t, "json", jh["format"], "the default")
+
+	pub, err := a.d.Publish(ctx, NewJobFailed(JobFailed{JobID: "job-7", Name: "nightly", Error: "disk full"}))
+	require.NoError(t, err)
+
+	got := slack.waitFor(1)[0]
+	var slackMsg struct {
+		Text   string            `json:"text"`
+		Blocks []json.RawMessage `json:"blocks"`
+	}
+	require.NoError(t, json.Unmarshal(got.Body, &slackMsg), "%s", got.Body)
+	require.Contains(t, slackMsg.Text, "nightly")
+	require.NotEmpty(t, slackMsg.Blocks)
+	require.NotContains(t, string(got.Body), `"type":"job.failed"`, "not the JSON envelope")
+	require.Equal(t, "application/json", got.Header.Get("Content-Type"))
+	require.Equal(t, pub.EventID, got.Header.Get("webhook-id"))
+	verifyStandard(t, sh["secret"].(string), got.Header, got.Body)
+	verifySPARC(t, sh["secret"].(string), got.Header, got.Body)
+
+	got = discord.waitFor(1)[0]
+	var discordMsg struct {
+		Content string           `json:"content"`
+		Embeds  []map[string]any `json:"embeds"`
+	}
+	require.NoError(t, json.Unmarshal(got.Body, &discordMsg), "%s", got.Body)
+	require.NotEmpty(t, discordMsg.Content)
+	require.Len(t, discordMsg.Embeds, 1)
+	verifyStandard(t, dh["secret"].(string), got.Header, got.Body)
+
+	got = plain.waitFor(1)[0]
+	var env struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+	}
+	require.NoError(t, json.Unmarshal(got.Body, &env))
+	require.Equal(t, pub.EventID, env.ID)
+	require.Equal(t, EventJobFailed, env.Type)
+
+	// Every answer shows the format.
+	formats := map[string]any{}
+	for _, x := range a.do(t, apiCall{method: "GET", path: "/webhooks"}).json(t)["webhooks"].([]any) {
+		h := x.(map[string]any)
+		formats[h["id"].(string)] = h["format"]
+	}
+	require.Equal(t, map[string]any{sh["id"].(string): "slack", dh["id"].(string): "discord", jh["id"].(string): "json"}, formats)
+	require.Equal(t, "discord", a.do(t, apiCall{method: "GET", path: "/webhooks/" + dh["id"].(string)}).json(t)["format"])
+
+	// A new URL keeps the format.
+	other := newReceiver(t, nil)
+	resp := a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + sh["id"].(string), body: `{"url":"` + other.url() + `"}`})
+	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+	require.Equal(t, "slack", resp.json(t)["format"])
+
+	// A new format applies to the next delivery, the test send included.
+	jid := jh["id"].(string)
+	resp = a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + jid, body: `{"format":"discord"}`})
+	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+	require.Equal(t, "discord", resp.json(t)["format"])
+	require.Equal(t, "discord", a.do(t, apiCall{method: "GET", path: "/webhooks/" + jid}).json(t)["format"])
+	test := a.do(t, apiCall{method: "POST", path: "/webhooks/" + jid + "/test"})
+	require.Equal(t, true, test.json(t)["delivered"], "%s", test.body)
+	require.NoError(t, json.Unmarshal(plain.waitFor(2)[1].Body, &discordMsg))
+	require.Len(t, discordMsg.Embeds, 1)
+	resp = a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + jid, body: `{"format":"json"}`})
+	require.Equal(t, "json", resp.json(t)["format"])
+}
+
+// A mailto: webhook registered through the API gets email through the
+// dispatcher's SMTP server, with the server's reply code as status code.
+func TestHandlerEmail(t *testing.T) {
+	srv := startSMTPServer(t, smtpServerOptions{})
+	smtpCfg := srv.config()
+	cfg := testConfig()
+	cfg.SMTP = &smtpCfg
+	a := newAPITest(t, cfg)
+	ctx := t.Context()
+
+	hook := a.create(t, `{"url":"mailto:team@example.com","events":["job.*"]}`)
+	require.Equal(t, "email", hook["format"], "implied by the URL")
+	require.Equal(t, "mailto:team@example.com", hook["url"])
+	id := hook["id"].(string)
+	require.Equal(t, "email", a.create(t, `{"url":"mailto:ops@example.com","format":"email","events":["job.*"]}`)["format"])
+	requireError(t, a.do(t, apiCall{method: "POST", path: "/webhooks", body: `{"url":"mailto:team@example.com","format":"slack","events":["*"]}`}),
+		http.StatusBadRequest, codeInvalidRequest, "format")
+	requireError(t, a.do(t, apiCall{method: "POST", path: "/webhooks", body: `{"url":"mailto:a@example.com,b@example.com","events":["*"]}`}),
+		http.StatusBadRequest, codeInvalidRequest, "url")
+	requireError(t, a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"format":"discord"}`}),
+		http.StatusBadRequest, codeInvalidRequest, "format")
+
+	_, err := a.d.Publish(ctx, NewJobComplete(JobComplete{JobID: "job-9", Name: "export"}))
+	require.NoError(t, err)
+	var dl map[string]any
+	eventually(t, func() bool {
+		dls := a.do(t, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=delivered"}).json(t)["deliveries"].([]any)
+		if len(dls) == 0 {
+			return false
+		}
+		dl = dls[0].(map[string]any)
+		return true
+	}, "the email was never delivered")
+	require.Equal(t, 250.0, dl["last_status_code"], "the SMTP reply code")
+	eventually(t, func() bool { return pendingCount(t, a.d) == 0 }, "deliveries still pending")
+	mails, _ := srv.received()
+	var to []string
+	for _, m := range mails {
+		to = append(to, m.to...)
+	}
+	require.ElementsMatch(t, []string{"team@example.com", "ops@example.com"}, to)
+
+	res := a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/test"}).json(t)
+	require.Equal(t, true, res["delivered"])
+	require.Equal(t, 250.0, res["status_code"])
+	require.Equal(t, "", res["error_class"])
+
+	// To an http URL and back: the format follows.
+	rc := newReceiver(t, nil)
+	resp := a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"url":"` + rc.url() + `"}`})
+	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+	require.Equal(t, "json", resp.json(t)["format"])
+	resp = a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"url":"mailto:team@example.com"}`})
+	require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+	require.Equal(t, "email", resp.json(t)["format"])
+
+	t.Run("refused", func(t *testing.T) {
+		srv := startSMTPServer(t, smtpServerOptions{rcptErr: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}})
+		smtpCfg := srv.config()
+		cfg := testConfig()
+		cfg.SMTP = &smtpCfg
+		a := newAPITest(t, cfg)
+		id := a.create(t, `{"url":"mailto:nobody@example.com","events":["*"]}`)["id"].(string)
+		res := a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/test"}).json(t)
+		require.Equal(t, false, res["delivered"])
+		require.Equal(t, 550.0, res["status_code"])
+		require.Equal(t, ClassSMTP, res["error_class"])
+		attempts := a.do(t, apiCall{method: "GET", path: fmt.Sprintf("/deliveries/%v/attempts", res["delivery_id"])}).json(t)["attempts"].([]any)
+		require.Len(t, attempts, 1)
+		require.Equal(t, ClassSMTP, attempts[0].(map[string]any)["error_class"])
+		require.Equal(t, 550.0, attempts[0].(map[string]any)["status_code"])
+	})
+}
+
+func TestHandlerEnable(t *testing.T) {
+	a := newAPITest(t, testConfig())
+	ctx := t.Context()
+	rc := newReceiver(t, nil)
+	id := a.create(t, `{"url":"`+rc.url()+`","events":["job.*"]}`)["id"].(string)
+	enable := func(t *testing.T, c apiCall) map[string]any {
+		t.Helper()
+		c.method, c.path = "POST", "/webhooks/"+id+"/enable"
+		resp := a.do(t, c)
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
+		requireNoSecret(t, resp)
+		out := resp.json(t)
+		require.Equal(t, []string{"recovered", "webhook"}, slices.Sorted(maps.Keys(out)))
+		hook := out["webhook"].(map[string]any)
+		require.Equal(t, id, hook["id"])
+		require.Equal(t, true, hook["enabled"])
+		require.NotContains(t, hook, "disabled_reason")
+		require.NotContains(t, hook, "disabled_at")
+		require.Equal(t, 0.0, hook["failure_streak"])
+		return out
+	}
+	disable := func(t *testing.T) {
+		t.Helper()
+		resp := a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"enabled":false}`})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		require.Equal(t, false, resp.json(t)["enabled"])
+	}
+
+	// With recovery: what it missed while disabled, and only that.
+	disable(t)
+	var missed []string
+	for range 3 {
+		pub, err := a.d.Publish(ctx, NewJobComplete(JobComplete{JobID: "missed"}))
+		require.NoError(t, err)
+		require.Zero(t, pub.Deliveries)
+		missed = append(missed, pub.EventID)
+	}
+	_, err := a.d.Publish(ctx, Event{Type: EventScoreChanged}) // not subscribed to
+	require.NoError(t, err)
+	out := enable(t, apiCall{body: `{"recover":true}`})
+	require.Equal(t, 3.0, out["recovered"])
+	require.Equal(t, out["webhook"], a.do(t, apiCall{method: "GET", path: "/webhooks/" + id}).json(t), "GET shows what enable answered")
+	var ids []string
+	for _, r := range rc.waitFor(3) {
+		ids = append(ids, r.Header.Get("webhook-id"))
+	}
+	require.ElementsMatch(t, missed, ids)
+	eventually(t, func() bool { return pendingCount(t, a.d) == 0 }, "deliveries still pending")
+
+	// An enabled webhook: nothing changes, nothing is recovered.
+	require.Equal(t, 0.0, enable(t, apiCall{})["recovered"])
+	require.Equal(t, 0.0, enable(t, apiCall{body: `{"recover":true}`})["recovered"])
+
+	// Without recovery, what it missed is not sent, whatever the body.
+	for _, c := range []apiCall{
+		{},
+		{ctype: "text/plain"},
+		{body: `{}`},
+		{body: `{"recover":false}`},
+		{body: `{"recover":false}`, chunked: true},
+	} {
+		disable(t)
+		_, err := a.d.Publish(ctx, NewJobFailed(JobFailed{JobID: "lost"}))
+		require.NoError(t, err)
+		require.Equal(t, 0.0, enable(t, c)["recovered"], "%+v", c)
+	}
+	time.Sleep(50 * time.Millisecond)
+	require.Len(t, rc.requests(), 3)
+
+	t.Run("cancelled deliveries", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.DisableDelivery = true // deliveries stay pending until disabling cancels them
+		a := newAPITest(t, cfg)
+		id := a.create(t, `{"url":"`+rc.url()+`","events":["*"]}`)["id"].(string)
+		for range 2 {
+			_, err := a.d.Publish(ctx, NewJobComplete(JobComplete{JobID: "waiting"}))
+			require.NoError(t, err)
+		}
+		resp := a.do(t, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"enabled":false}`})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		count := func(status string) int {
+			return len(a.do(t, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=" + status}).json(t)["deliveries"].([]any))
+		}
+		require.Equal(t, 2, count("cancelled"))
+		_, err := a.d.Publish(ctx, NewJobFailed(JobFailed{JobID: "missed"}))
+		require.NoError(t, err)
+
+		resp = a.do(t, apiCall{method: "POST", path: "/webhooks/" + id + "/enable", body: `{"recover":true}`})
+		require.Equal(t, http.StatusOK, resp.status, "%s", resp.body)
+		require.Equal(t, 3.0, resp.json(t)["recovered"], "two cancelled, one missed")
+		require.Equal(t, 0, count("cancelled"))
+		require.Equal(t, 3, count("pending"))
 	})
 }

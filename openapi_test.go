@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -211,7 +212,7 @@ func TestOpenAPISchemasAreStrict(t *testing.T) {
 	opt := openapi3.EnableJSONSchema2020()
 	schema := func(name string) *openapi3.Schema { return s.doc.Components.Schemas[name].Value }
 	hook := map[string]any{
-		"id": "0190b5c6-3f0e-7a2b-8c7d-1e2f3a4b5c6d", "url": "https://example.com/hook", "events": []any{"*"},
+		"id": "0190b5c6-3f0e-7a2b-8c7d-1e2f3a4b5c6d", "url": "https://example.com/hook", "format": "json", "events": []any{"*"},
 		"enabled": true, "description": "", "created_at": "2024-05-01T00:00:00Z", "updated_at": "2024-05-01T00:00:00Z",
 		"failure_streak": 0,
 	}
@@ -232,8 +233,17 @@ func TestOpenAPISchemasAreStrict(t *testing.T) {
 		return withKey(m, "previous_secret_until", "2024-05-02T00:00:00Z")
 	}
 	stats := map[string]any{
-		"pending": 2, "oldest_pending_age_ms": 1500, "delivered": 10, "failed": 1, "cancelled": 0,
+		"pending": 2, "oldest_pending_age_ms": 1500, "delivered": 10, "failed": 1, "cancelled": 0, "superseded": 2,
 		"attempts_succeeded": 10, "attempts_failed": 4, "webhooks": 3, "disabled_webhooks": 1,
+	}
+	delivery := map[string]any{
+		"id": 7, "webhook_id": "0190b5c6-3f0e-7a2b-8c7d-1e2f3a4b5c6d", "event_id": "evt_1", "event_type": "score.changed",
+		"status": "superseded", "attempts": 0, "last_status_code": 0, "last_error": "superseded by a newer score.changed",
+		"created_at": "2024-05-01T00:00:00Z", "updated_at": "2024-05-01T00:00:00Z",
+	}
+	refused := map[string]any{
+		"id": 1, "delivery_id": 1, "number": 1, "trigger": "scheduled", "started_at": "2024-05-01T00:00:00Z",
+		"duration_ms": 1, "status_code": 550, "error_class": "smtp", "error": "the SMTP server refused the recipient",
 	}
 	tests := []struct {
 		name   string
@@ -248,6 +258,32 @@ func TestOpenAPISchemasAreStrict(t *testing.T) {
 		{"webhook with its secret during a rotation", "WebhookWithSecret", withSecret(withRotation(hook)), true},
 		{"webhook with its secret needs it", "WebhookWithSecret", hook, false},
 		{"webhook with its secret has no other field", "WebhookWithSecret", map[string]any{"extra": 1, "secret": "whsec_x"}, false},
+		{"webhook needs its format", "Webhook", withoutKey(hook, "format"), false},
+		{"webhook in slack", "Webhook", withKey(hook, "format", "slack"), true},
+		{"webhook in discord", "Webhook", withKey(hook, "format", "discord"), true},
+		{"webhook by email", "Webhook", withKey(withKey(hook, "url", "mailto:team@example.com"), "format", "email"), true},
+		{"webhook in an unknown format", "Webhook", withKey(hook, "format", "teams"), false},
+		{"registration in slack", "WebhookCreate", map[string]any{"url": "https://example.com/", "events": []any{"*"}, "format": "slack"}, true},
+		{"registration in an unknown format", "WebhookCreate", map[string]any{"url": "https://example.com/", "events": []any{"*"}, "format": "Slack"}, false},
+		{"registration with an empty format", "WebhookCreate", map[string]any{"url": "https://example.com/", "events": []any{"*"}, "format": ""}, false},
+		{"change of format", "WebhookUpdate", map[string]any{"format": "discord"}, true},
+		{"change to an unknown format", "WebhookUpdate", map[string]any{"format": "teams"}, false},
+		{"enable without options", "EnableRequest", map[string]any{}, true},
+		{"enable with recovery", "EnableRequest", map[string]any{"recover": true}, true},
+		{"enable with recovery as a string", "EnableRequest", map[string]any{"recover": "true"}, false},
+		{"enable with an unknown field", "EnableRequest", map[string]any{"recovered": true}, false},
+		{"enabled", "EnableResult", map[string]any{"webhook": hook, "recovered": 3}, true},
+		{"enabled needs the count", "EnableResult", map[string]any{"webhook": hook}, false},
+		{"enabled with a negative count", "EnableResult", map[string]any{"webhook": hook, "recovered": -1}, false},
+		{"enabled never shows a secret", "EnableResult", map[string]any{"webhook": withSecret(hook), "recovered": 0}, false},
+		{"enabled is not the webhook itself", "EnableResult", withKey(hook, "recovered", 0), false},
+		{"superseded delivery", "Delivery", delivery, true},
+		{"delivery in an unknown state", "Delivery", withKey(delivery, "status", "dropped"), false},
+		{"attempt refused by an SMTP server", "Attempt", refused, true},
+		{"attempt with an unknown error class", "Attempt", withKey(refused, "error_class", "imap"), false},
+		{"result refused by an SMTP server", "AttemptResult", map[string]any{
+			"delivered": false, "status_code": 550, "duration_ms": 1, "error_class": "smtp", "error": "refused", "delivery_id": 1,
+		}, true},
 		{"rotation without options", "RotateSecretRequest", map[string]any{}, true},
 		{"rotation without grace", "RotateSecretRequest", map[string]any{"grace_seconds": -1}, true},
 		{"rotation with the longest grace", "RotateSecretRequest", map[string]any{"grace_seconds": 604800, "secret": goodSecret}, true},
@@ -258,6 +294,7 @@ func TestOpenAPISchemasAreStrict(t *testing.T) {
 		{"rotation with an unknown field", "RotateSecretRequest", map[string]any{"grace": 60}, false},
 		{"stats", "Stats", stats, true},
 		{"stats with a field missing", "Stats", withoutKey(stats, "oldest_pending_age_ms"), false},
+		{"stats without superseded", "Stats", withoutKey(stats, "superseded"), false},
 		{"stats with a duration in nanoseconds", "Stats", withKey(stats, "oldest_pending_age", 1), false},
 		{"error", "Error", map[string]any{"error": map[string]any{"code": "not_found", "message": "m"}}, true},
 		{"error with an unknown code", "Error", map[string]any{"error": map[string]any{"code": "oops", "message": "m"}}, false},
@@ -366,11 +403,13 @@ func TestOpenAPIResponses(t *testing.T) {
 	ctx := t.Context()
 
 	// Create.
-	resp := s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"` + rc.url() + `","events":["*"],"description":"main"}`}, 201)
+	resp := s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"` + rc.url() + `","format":"json","events":["*"],"description":"main"}`}, 201)
 	hook := resp.json(t)
+	require.Equal(t, "json", hook["format"])
 	id := hook["id"].(string)
 	require.Equal(t, apiPrefix+"/webhooks/"+id, resp.header.Get("Location"))
 	binary := s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"` + rc.srv.URL + `/binary","events":["job.*"],"enabled":true}`}, 201).json(t)["id"].(string)
+	require.Equal(t, "json", s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + binary}, 200).json(t)["format"], "the default")
 
 	// Deliveries to page through, and a failed one to recover.
 	for range 3 {
@@ -394,6 +433,8 @@ func TestOpenAPIResponses(t *testing.T) {
 	page = s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?limit=2&cursor=" + cursor}, 200).json(t)
 	require.Len(t, page["deliveries"], 1)
 	require.NotContains(t, page, "next_cursor")
+	superseded := s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=superseded"}, 200).json(t)
+	require.Empty(t, superseded["deliveries"])
 	did := fmt.Sprint(page["deliveries"].([]any)[0].(map[string]any)["id"])
 	failed := fmt.Sprint(s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + binary + "/deliveries"}, 200).json(t)["deliveries"].([]any)[0].(map[string]any)["id"])
 
@@ -407,12 +448,27 @@ func TestOpenAPIResponses(t *testing.T) {
 	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + binary + "/recover", body: `{"since":"` + since + `"}`}, 200)
 	s.call(t, srv, apiCall{method: "GET", path: "/webhooks"}, 200)
 	s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + id}, 200)
+	slack := s.call(t, srv, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"format":"slack"}`}, 200).json(t)
+	require.Equal(t, "slack", slack["format"])
+	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/test"}, 200)
+	s.call(t, srv, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"format":"teams"}`}, 400)
+	s.call(t, srv, apiCall{method: "PATCH", path: "/webhooks/" + id, body: `{"format":"json","description":"main"}`}, 200)
 	s.call(t, srv, apiCall{method: "PATCH", path: "/webhooks/" + binary, body: `{"enabled":false}`}, 200)
 	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + binary + "/recover", body: `{"since":"` + since + `"}`}, 409)
 	s.call(t, srv, apiCall{method: "GET", path: "/event-types"}, 200)
 	stats := s.call(t, srv, apiCall{method: "GET", path: "/stats"}, 200).json(t)
 	require.EqualValues(t, 2, stats["webhooks"])
 	require.EqualValues(t, 1, stats["disabled_webhooks"])
+	require.EqualValues(t, 0, stats["superseded"])
+
+	// Enable: with recovery, without a body, with an empty one.
+	enabled := s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + binary + "/enable", body: `{"recover":true}`}, 200).json(t)
+	require.Equal(t, true, enabled["webhook"].(map[string]any)["enabled"])
+	require.Contains(t, enabled, "recovered")
+	enabled = s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + binary + "/enable"}, 200).json(t)
+	require.EqualValues(t, 0, enabled["recovered"], "an enabled webhook recovers nothing")
+	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/enable", body: `{}`}, 200)
+	s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/enable", body: `{"recover":1}`}, 400)
 
 	// Secret rotation: without a body, with an empty one, with options,
 	// without grace; then the grace period revoked.
@@ -436,6 +492,7 @@ func TestOpenAPIResponses(t *testing.T) {
 		"POST /webhooks":              `{"url":"` + rc.url() + `","events":["*"]}`,
 		"PATCH /webhooks/{id}":        `{"description":"x"}`,
 		"POST /webhooks/{id}/recover": `{"since":"` + since + `"}`,
+		"POST /webhooks/{id}/enable":  `{"recover":true}`,
 		// The body is optional here; a present one must be valid.
 		"POST /webhooks/{id}/rotate-secret": `{"grace_seconds":60}`,
 	}
@@ -501,4 +558,86 @@ func TestOpenAPIResponses(t *testing.T) {
 	require.True(t, s.seen["GET /webhooks 500"])
 	require.True(t, s.seen["NotFound 404"])
 	require.True(t, s.seen["MethodNotAllowed 405"])
+}
+
+// TestOpenAPIFormatsAndStates validates against the document the answers
+// that only email webhooks and score changes give: a webhook in the email
+// format, attempts refused by an SMTP server, superseded deliveries and
+// their count.
+func TestOpenAPIFormatsAndStates(t *testing.T) {
+	s := loadSpec(t)
+
+	t.Run("email", func(t *testing.T) {
+		smtpSrv := startSMTPServer(t, smtpServerOptions{rcptErr: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}})
+		smtpCfg := smtpSrv.config()
+		cfg := testConfig()
+		cfg.SMTP = &smtpCfg
+		d := openTest(t, cfg)
+		srv := mountAPI(t, d.Handler())
+
+		hook := s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"mailto:nobody@example.com","events":["job.*"]}`}, 201).json(t)
+		require.Equal(t, "email", hook["format"])
+		id := hook["id"].(string)
+		s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"mailto:team@example.com","format":"email","events":["*"]}`}, 201)
+		s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"mailto:team@example.com","format":"slack","events":["*"]}`}, 400)
+		s.call(t, srv, apiCall{method: "GET", path: "/webhooks"}, 200)
+
+		res := s.call(t, srv, apiCall{method: "POST", path: "/webhooks/" + id + "/test"}, 200).json(t)
+		require.Equal(t, false, res["delivered"])
+		require.EqualValues(t, 550, res["status_code"])
+		require.Equal(t, ClassSMTP, res["error_class"])
+
+		_, err := d.Publish(t.Context(), NewJobComplete(JobComplete{JobID: "m", Name: "mail"}))
+		require.NoError(t, err)
+		eventually(t, func() bool {
+			page, err := d.Deliveries(t.Context(), id, DeliveryQuery{Status: StatusFailed, Limit: 10})
+			require.NoError(t, err)
+			return slices.ContainsFunc(page.Deliveries, func(dl Delivery) bool { return dl.EventType == EventJobComplete })
+		}, "the email never failed")
+		page := s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=failed"}, 200).json(t)
+		var did string
+		for _, x := range page["deliveries"].([]any) {
+			if dl := x.(map[string]any); dl["event_type"] == EventJobComplete {
+				did = fmt.Sprint(dl["id"])
+				require.EqualValues(t, 550, dl["last_status_code"])
+			}
+		}
+		require.NotEmpty(t, did)
+		attempts := s.call(t, srv, apiCall{method: "GET", path: "/deliveries/" + did + "/attempts"}, 200).json(t)["attempts"].([]any)
+		require.Len(t, attempts, 4, "email shares the retry schedule")
+		for _, x := range attempts {
+			require.Equal(t, ClassSMTP, x.(map[string]any)["error_class"])
+			require.EqualValues(t, 550, x.(map[string]any)["status_code"])
+		}
+		s.call(t, srv, apiCall{method: "GET", path: "/deliveries/" + did}, 200)
+	})
+
+	t.Run("mailto without SMTP", func(t *testing.T) {
+		srv := mountAPI(t, openTest(t, testConfig()).Handler())
+		resp := s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"mailto:team@example.com","events":["*"]}`}, 400)
+		require.Equal(t, "url", resp.json(t)["error"].(map[string]any)["field"])
+	})
+
+	t.Run("superseded", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.DisableDelivery = true // the score changes wait, to be superseded
+		d := openTest(t, cfg)
+		srv := mountAPI(t, d.Handler())
+		rc := newReceiver(t, nil)
+		id := s.call(t, srv, apiCall{method: "POST", path: "/webhooks", body: `{"url":"` + rc.url() + `","events":["score.changed"]}`}, 201).json(t)["id"].(string)
+		for _, score := range []float64{50, 60, 70} {
+			_, err := d.ObserveScore(t.Context(), "acme", score)
+			require.NoError(t, err)
+		}
+		page := s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries?status=superseded"}, 200).json(t)
+		dls := page["deliveries"].([]any)
+		require.Len(t, dls, 1)
+		dl := dls[0].(map[string]any)
+		require.Equal(t, "superseded", dl["status"])
+		s.call(t, srv, apiCall{method: "GET", path: fmt.Sprintf("/deliveries/%v", dl["id"])}, 200)
+		s.call(t, srv, apiCall{method: "GET", path: "/webhooks/" + id + "/deliveries"}, 200)
+		stats := s.call(t, srv, apiCall{method: "GET", path: "/stats"}, 200).json(t)
+		require.EqualValues(t, 1, stats["superseded"])
+		require.EqualValues(t, 1, stats["pending"])
+	})
 }
