@@ -21,10 +21,13 @@ func FuzzAPIDecoding(f *testing.F) {
 		`{"url":null}`, `null`, `[]`, `{}`, `{"url":"x","url":"y"}`, `{"events":[1,2]}`,
 		`{"url":"https://example.com/h","events":["*"]} trailing`, `{"since":"2026-01-01T00:00:00Z"}`,
 		"\xff\xfe", `{"enabled":"yes"}`, `{"grace_seconds":-5}`,
+		`{"url":"https://example.com/h","events":["*"],"format":"slack"}`, `{"format":"email"}`, `{"recover":true}`,
 	} {
 		f.Add(seed, uint8(0))
 		f.Add(seed, uint8(1))
 		f.Add(seed, uint8(2))
+		f.Add(seed, uint8(3))
+		f.Add(seed, uint8(4))
 	}
 	cfg := testConfig()
 	cfg.DisableDelivery = true
@@ -42,6 +45,8 @@ func FuzzAPIDecoding(f *testing.F) {
 		{http.MethodPost, "/webhooks"},
 		{http.MethodPatch, "/webhooks/" + w.ID},
 		{http.MethodPost, "/webhooks/" + w.ID + "/recover"},
+		{http.MethodPost, "/webhooks/" + w.ID + "/enable"},
+		{http.MethodPost, "/webhooks/" + w.ID + "/rotate-secret"},
 	}
 	f.Fuzz(func(t *testing.T, body string, which uint8) {
 		rt := routes[int(which)%len(routes)]
