@@ -64,12 +64,15 @@ func (c *client) call(ctx context.Context, method, path string, body any, want i
 type (
 	createdWebhook struct {
 		ID     string `json:"id"`
+		Format string `json:"format"`
 		Secret string `json:"secret"`
 	}
 	webhookState struct {
-		Enabled        bool   `json:"enabled"`
-		FailureStreak  int    `json:"failure_streak"`
-		DisabledReason string `json:"disabled_reason"`
+		Format         string   `json:"format"`
+		Events         []string `json:"events"`
+		Enabled        bool     `json:"enabled"`
+		FailureStreak  int      `json:"failure_streak"`
+		DisabledReason string   `json:"disabled_reason"`
 	}
 	testResult struct {
 		Delivered  bool  `json:"delivered"`

@@ -15,11 +15,14 @@ import (
 )
 
 // endpoint is a scripted webhook receiver: it verifies both signatures of
-// every request with the library's functions, records it, and answers as
-// its script says.
+// every request with the library's functions, checks that the body is a
+// message of its webhook's format, records it, and answers as its script
+// says. An endpoint with a service stands in for Slack or Discord.
 type endpoint struct {
 	name   string
 	script string                    // what it does, for people
+	events []string                  // what its webhook subscribes to
+	svc    *service                  // the service it stands in for; nil for a JSON receiver
 	answer func(n int) (int, string) // the status of the n-th request (from 1), and why
 	con    *console
 
@@ -36,25 +39,39 @@ type endpoint struct {
 type request struct {
 	eventID   string
 	eventType string
-	jobID     string // the data's job_id, for job events
+	jobID     string // the data's job_id, for job events in the JSON format
 	status    int    // what the endpoint answered
 	standard  error  // the result of webhook.Verify
 	sparc     error  // the result of webhook.VerifySPARC
+	message   error  // why the body is not a message of the webhook's format; nil when it is
+	parts     []part // what people see of a Slack or Discord message
 }
 
 // verified reports whether both signatures of the request were valid.
 func (r request) verified() bool { return r.standard == nil && r.sparc == nil }
 
-// startEndpoint starts an endpoint on a loopback port.
-func startEndpoint(con *console, name, script string, answer func(n int) (int, string)) (*endpoint, error) {
+// accepted reports whether the endpoint answered with a 2xx status.
+func (r request) accepted() bool { return r.status >= 200 && r.status < 300 }
+
+// startEndpoint starts ep, whose name, script, events, service and answer
+// are set, on a loopback port.
+func startEndpoint(con *console, ep *endpoint) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ep := &endpoint{name: name, script: script, answer: answer, con: con, url: "http://" + ln.Addr().String() + "/hooks/" + name}
+	ep.con, ep.url = con, "http://"+ln.Addr().String()+"/hooks/"+ep.name
 	ep.srv = &http.Server{Handler: ep, ReadHeaderTimeout: 5 * time.Second}
 	go ep.srv.Serve(ln)
-	return ep, nil
+	return nil
+}
+
+// format returns the format of the endpoint's webhook.
+func (ep *endpoint) format() string {
+	if ep.svc == nil {
+		return string(webhook.FormatJSON)
+	}
+	return ep.svc.format
 }
 
 // stop shuts the endpoint down.
@@ -84,27 +101,38 @@ func (ep *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body unreadable", http.StatusBadRequest)
 		return
 	}
-	var ev struct {
-		ID   string `json:"id"`
-		Type string `json:"type"`
-		Data struct {
-			JobID string `json:"job_id"`
-		} `json:"data"`
+	req := request{eventID: r.Header.Get(webhook.HeaderWebhookID)}
+	kind := "an event"
+	if ep.svc == nil {
+		var ev struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+			Data struct {
+				JobID string `json:"job_id"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(body, &ev); err != nil || ev.ID == "" || ev.Type == "" {
+			req.message = errors.New("not an event envelope")
+		}
+		req.eventType, req.jobID = ev.Type, ev.Data.JobID
+	} else {
+		// A message for people does not hold its event's type; the
+		// header does.
+		kind = "a " + ep.svc.title + " message"
+		req.eventType = r.Header.Get(webhook.HeaderSPARCEvent)
+		req.parts, req.message = ep.svc.check(body)
 	}
-	json.Unmarshal(body, &ev) // a body that is not an event shows as an empty type
 
 	ep.mu.Lock()
-	req := request{
-		eventID:   r.Header.Get(webhook.HeaderWebhookID),
-		eventType: ev.Type,
-		jobID:     ev.Data.JobID,
-		standard:  webhook.Verify(ep.secret, r.Header, body),
-		sparc:     webhook.VerifySPARC(ep.secret, r.Header, body),
-	}
+	req.standard = webhook.Verify(ep.secret, r.Header, body)
+	req.sparc = webhook.VerifySPARC(ep.secret, r.Header, body)
 	var why string
 	req.status, why = ep.answer(len(ep.requests) + 1)
-	if !req.verified() {
+	switch {
+	case !req.verified():
 		req.status, why = http.StatusUnauthorized, "signature check failed: "+errors.Join(req.standard, req.sparc).Error()
+	case req.message != nil:
+		req.status, why = http.StatusBadRequest, "not "+kind+": "+req.message.Error()
 	}
 	note := ""
 	if why != "" {
@@ -113,7 +141,11 @@ func (ep *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ep.requests = append(ep.requests, req)
 	ep.mu.Unlock()
 
-	ep.con.event("%-7s ← %-14s answered %d %s%s", ep.name, ev.Type, req.status, http.StatusText(req.status), note)
+	ep.con.event("%-7s ← %-14s answered %d %s%s", ep.name, req.eventType, req.status, http.StatusText(req.status), note)
+	if ep.svc != nil {
+		ep.svc.reply(w, req.status, why)
+		return
+	}
 	w.WriteHeader(req.status)
 }
 

@@ -3,17 +3,23 @@
 //
 //	go run ./examples/demo
 //
-// It starts three webhook receivers on loopback ports (one healthy, one
-// that fails its first three requests and then recovers, one that answers
-// 410 Gone), opens the library on a database in a temporary directory,
-// starts the example host (the library's management API beside the host's
-// /jobs and /scores routes) and then acts as a user would, over HTTP: it
-// registers the receivers with POST /webhooks, sends a test event, runs
-// three batch jobs, reports scores, waits until every delivery has settled
-// and prints what each receiver got. It exits 0 only when everything
-// happened as it should: the healthy receiver got every event, the flaky
-// one got every event after retries, the gone one got one request and its
-// webhook was disabled, and every request carried two valid signatures.
+// It starts five webhook receivers on loopback ports: three that take the
+// JSON envelope (one healthy, one that fails its first three requests and
+// then recovers, one that answers 410 Gone) and two that stand in for
+// Slack and Discord, which take a message for people and answer as those
+// services do. It opens the library on a database in a temporary
+// directory, starts the example host (the library's management API beside
+// the host's /jobs and /scores routes) and then acts as a user would, over
+// HTTP: it registers the receivers with POST /webhooks, the stand-ins with
+// "format":"slack" and "format":"discord", sends a test event, runs three
+// batch jobs, reports scores, waits until every delivery has settled and
+// prints what each receiver got, with the Slack and Discord messages of
+// the failed job. It exits 0 only when everything happened as it should:
+// the healthy receiver got every event, the flaky one got every event
+// after retries, the gone one got one request and its webhook was
+// disabled, the stand-ins got every event they subscribed to as a valid
+// Slack or Discord message, and every request carried two valid
+// signatures.
 //
 // Flags:
 //
@@ -32,6 +38,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -120,21 +127,24 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 			ep.stop(sctx)
 		}
 	}()
-	for _, e := range []struct {
-		name, script string
-		answer       func(int) (int, string)
-	}{
-		{"healthy", "answers 200", always(http.StatusOK, "")},
-		{"flaky", fmt.Sprintf("answers 500 to its first %d requests, then 200", flakyFailures), failFirst(flakyFailures)},
-		{"gone", "answers 410 Gone", always(http.StatusGone, "this endpoint is gone")},
+	every := []string{"*"}
+	for _, ep := range []*endpoint{
+		{name: "healthy", script: "answers 200", events: every, answer: always(http.StatusOK, "")},
+		{name: "flaky", script: fmt.Sprintf("answers 500 to its first %d requests, then 200", flakyFailures), events: every, answer: failFirst(flakyFailures)},
+		{name: "gone", script: "answers 410 Gone", events: every, answer: always(http.StatusGone, "this endpoint is gone")},
+		// A team channel for jobs, and an alerts channel.
+		{name: "slack", script: `stands in for Slack: checks text and blocks, answers 200 "ok"`,
+			events: []string{"job.*"}, svc: slackService, answer: always(http.StatusOK, "")},
+		{name: "discord", script: "stands in for Discord: checks the embed and mentions, answers 204",
+			events: []string{webhook.EventJobFailed, webhook.EventScoreChanged}, svc: discordService, answer: always(http.StatusNoContent, "")},
 	} {
-		ep, err := startEndpoint(con, e.name, e.script, e.answer)
-		if err != nil {
-			return fmt.Errorf("start receiver %s: %w", e.name, err)
+		if err := startEndpoint(con, ep); err != nil {
+			return fmt.Errorf("start receiver %s: %w", ep.name, err)
 		}
 		eps = append(eps, ep)
 	}
-	healthy, flaky, gone := eps[0], eps[1], eps[2]
+	cast := receivers{healthy: eps[0], flaky: eps[1], gone: eps[2], slack: eps[3], discord: eps[4]}
+	healthy := cast.healthy
 
 	// The library, configured as a host would for local development.
 	libLevel := slog.LevelError
@@ -191,7 +201,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	defer transport.CloseIdleConnections()
 	api := &client{base: "http://" + ln.Addr().String(), hc: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
 
-	con.printf("SPARC webhooks demo: three receivers, three batch jobs and a score feed, in one process.\n")
+	con.printf("SPARC webhooks demo: five receivers (three JSON, Slack and Discord stand-ins), three batch jobs and a score feed, in one process.\n")
 	tw := tabwriter.NewWriter(&lineWriter{con}, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "   database\t%s\t%s\n", *dbPath, dbNote)
 	fmt.Fprintf(tw, "   host\t%s\t(management API and /jobs, /scores)\n", api.base)
@@ -206,17 +216,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	tw.Flush()
 
 	// 1. Register the receivers, as a user would.
-	con.step(1, "Register the three receivers", "POST /webhooks")
+	con.step(1, "Register the five receivers", "POST /webhooks")
 	for _, ep := range eps {
+		body := map[string]any{"url": ep.url, "events": ep.events, "description": "demo receiver " + ep.name + ": " + ep.script}
+		if ep.svc != nil {
+			body["format"] = ep.svc.format // the default is json
+		}
 		var wh createdWebhook
-		if err := api.call(ctx, http.MethodPost, "/webhooks", map[string]any{
-			"url": ep.url, "events": []string{"*"}, "description": "demo receiver " + ep.name + ": " + ep.script,
-		}, http.StatusCreated, &wh); err != nil {
+		if err := api.call(ctx, http.MethodPost, "/webhooks", body, http.StatusCreated, &wh); err != nil {
 			return err
 		}
 		ep.registered(wh.ID, wh.Secret)
-		con.printf("   %-7s  webhook %s  events *  (the answer carries its signing secret)", ep.name, wh.ID)
+		con.printf("   %-7s  webhook %s  format %-7s  events %s", ep.name, wh.ID, wh.Format, strings.Join(ep.events, ", "))
 	}
+	con.printf("   (each answer carries the webhook's signing secret; its receiver checks both signatures with it)")
 
 	// 2. A test send, synchronous.
 	con.step(2, "Send a test event to healthy", "POST /webhooks/{id}/test")
@@ -274,7 +287,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	// 5. Wait for the retries to play out.
 	con.step(5, "Wait until every delivery has settled", "GET /webhooks/{id}/deliveries")
 	published := len(djobs) + announced
-	want := map[*endpoint]int{healthy: published + 1, flaky: published}
+	count := map[string]int{
+		webhook.EventJobComplete:  len(djobs) - failing(djobs),
+		webhook.EventJobFailed:    failing(djobs),
+		webhook.EventScoreChanged: announced,
+	}
+	want := map[*endpoint]int{healthy: published + 1, cast.flaky: published}
+	for _, ep := range []*endpoint{cast.slack, cast.discord} {
+		for typ, n := range count {
+			if subscribed(ep.events, typ) {
+				want[ep] += n
+			}
+		}
+	}
 	settleStart := time.Now()
 	all, err := settle(ctx, api, eps, want)
 	if err != nil {
@@ -291,7 +316,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	problems := rep.check(healthy, flaky, gone, djobs, published)
+	problems := rep.check(cast, djobs, published)
 	rep.print(con)
 	if len(problems) > 0 {
 		con.printf("\nThe demo FAILED after %.1fs:", time.Since(con.start).Seconds())
@@ -303,6 +328,35 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	con.printf("\nEverything happened as it should, in %.1fs.", time.Since(con.start).Seconds())
 	con.printf("Next, run the host yourself: go run ./examples/host -allow-private (see its package comment).")
 	return nil
+}
+
+// receivers are the demo's receivers, by role.
+type receivers struct {
+	healthy, flaky, gone *endpoint // JSON
+	slack, discord       *endpoint // stand-ins for the services
+}
+
+// failing returns the number of jobs told to fail.
+func failing(jobs []*demoJob) int {
+	n := 0
+	for _, j := range jobs {
+		if j.Fail {
+			n++
+		}
+	}
+	return n
+}
+
+// subscribed reports whether one of the patterns matches the event type.
+// path.Match is close enough to the library's rule for the demo's event
+// types; unlike the library, it would let "job.*" match "job.step.done".
+func subscribed(patterns []string, typ string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, typ); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // waitForJobs waits until the healthy receiver has been told how every
@@ -335,7 +389,7 @@ func waitForJobs(ctx context.Context, healthy *endpoint, jobs []*demoJob) error 
 }
 
 // settle polls the deliveries of every receiver's webhook until none is
-// pending and the healthy and flaky ones have the number expected.
+// pending and each receiver in want has the number of deliveries expected.
 func settle(ctx context.Context, api *client, eps []*endpoint, want map[*endpoint]int) (map[*endpoint][]delivery, error) {
 	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()

@@ -18,7 +18,18 @@ type report struct {
 	rows   []row
 	states map[*endpoint]webhookState
 	checks []check
+	shown  shown // set by check
 }
+
+// shown is what the Slack and Discord stand-ins showed people of the
+// failed job's event.
+type shown struct {
+	job     string // the job's name
+	eventID string
+	lines   []shownLine
+}
+
+type shownLine struct{ receiver, label, text string }
 
 // row is one delivery: what the library recorded and what the receiver
 // saw.
@@ -80,20 +91,21 @@ func (rep *report) rowsOf(ep *endpoint) []row {
 
 // check decides whether what should have happened happened, and returns
 // what did not.
-func (rep *report) check(healthy, flaky, gone *endpoint, jobs []*demoJob, published int) []string {
+func (rep *report) check(c receivers, jobs []*demoJob, published int) []string {
+	healthy, flaky, gone := c.healthy, c.flaky, c.gone
 	add := func(ok bool, format string, args ...any) {
 		rep.checks = append(rep.checks, check{ok, fmt.Sprintf(format, args...)})
 	}
 
 	// The healthy and flaky receivers got every event, each delivered
-	// and received with a 200 exactly once.
+	// and accepted exactly once.
 	everyEvent := func(ep *endpoint, want int) (delivered int, ok bool) {
 		rows := rep.rowsOf(ep)
 		ok = len(rows) == want
 		for _, r := range rows {
 			oks := 0
 			for _, q := range r.reqs {
-				if q.status == http.StatusOK {
+				if q.accepted() {
 					oks++
 				}
 			}
@@ -130,6 +142,45 @@ func (rep *report) check(healthy, flaky, gone *endpoint, jobs []*demoJob, publis
 		}
 	}
 	add(goneOK, "gone got %d request, answered 410, and its webhook is %s", len(reqs), enabledWord(rep.states[gone].Enabled))
+
+	// The API kept the format and the events of each registration.
+	kept := true
+	var formats []string
+	for _, ep := range rep.eps {
+		st := rep.states[ep]
+		kept = kept && st.Format == ep.format() && slices.Equal(st.Events, ep.events)
+		formats = append(formats, st.Format)
+	}
+	add(kept, "GET /webhooks/{id} reports the format and events each webhook was registered with (%s)", strings.Join(formats, ", "))
+
+	// The stand-ins got every published event of the types they
+	// subscribed to, and nothing else, each as a valid message.
+	sent := map[string]string{} // event ID → type, of every published event
+	for _, r := range rep.rowsOf(healthy) {
+		if r.dl.EventType != webhook.EventTest {
+			sent[r.dl.EventID] = r.dl.EventType
+		}
+	}
+	for _, ep := range []*endpoint{c.slack, c.discord} {
+		want := 0
+		for _, typ := range sent {
+			if subscribed(ep.events, typ) {
+				want++
+			}
+		}
+		n, ok := everyEvent(ep, want)
+		for _, r := range rep.rowsOf(ep) {
+			ok = ok && subscribed(ep.events, sent[r.dl.EventID])
+		}
+		reqs, valid := ep.got(), 0
+		for _, q := range reqs {
+			if q.message == nil {
+				valid++
+			}
+		}
+		add(ok && valid == len(reqs), "%s got every event it subscribed to (%s): %d of %d delivered, each once; %d of %d requests were valid %s messages (%s)",
+			ep.name, strings.Join(ep.events, ", "), n, want, valid, len(reqs), ep.svc.title, ep.svc.valid)
+	}
 
 	// Every request carried two valid signatures.
 	total, valid := 0, 0
@@ -170,6 +221,10 @@ func (rep *report) check(healthy, flaky, gone *endpoint, jobs []*demoJob, publis
 	}
 	add(right == len(jobs), "%d of %d jobs announced their end with the right event type", right, len(jobs))
 
+	// The failed job reads well in Slack and Discord: both name it.
+	named := rep.showFailedJob(c, jobs)
+	add(named, "the Slack text and the Discord embed of the failed job %s name it", rep.shown.job)
+
 	var problems []string
 	for _, c := range rep.checks {
 		if !c.ok {
@@ -177,6 +232,42 @@ func (rep *report) check(healthy, flaky, gone *endpoint, jobs []*demoJob, publis
 		}
 	}
 	return problems
+}
+
+// showFailedJob sets rep.shown to what the Slack and Discord stand-ins
+// showed of the failed job's event, and reports whether the Slack text
+// and the Discord title name the job.
+func (rep *report) showFailedJob(c receivers, jobs []*demoJob) bool {
+	for _, j := range jobs {
+		if j.Fail {
+			rep.shown.job = j.Name
+			for _, q := range c.healthy.got() {
+				if q.jobID == j.id && q.eventType == webhook.EventJobFailed {
+					rep.shown.eventID = q.eventID
+				}
+			}
+			break
+		}
+	}
+	if rep.shown.eventID == "" {
+		return false
+	}
+	named := map[string]bool{}
+	for _, ep := range []*endpoint{c.slack, c.discord} {
+		for _, q := range ep.got() {
+			if q.eventID != rep.shown.eventID || q.message != nil {
+				continue
+			}
+			for _, p := range q.parts {
+				rep.shown.lines = append(rep.shown.lines, shownLine{ep.name, p.label, readable(p.text, 100)})
+				if strings.Contains(p.text, rep.shown.job) {
+					named[ep.name+" "+p.label] = true
+				}
+			}
+			break
+		}
+	}
+	return named[c.slack.name+" text"] && named[c.discord.name+" title"]
 }
 
 // print prints the tables and the checks.
@@ -195,16 +286,31 @@ func (rep *report) print(con *console) {
 	}
 	tw.Flush()
 
+	if len(rep.shown.lines) > 0 {
+		con.printf("\nWhat the Slack and Discord stand-ins got for the failed job %s  (%s %s)\n", rep.shown.job, webhook.EventJobFailed, shortID(rep.shown.eventID))
+		tw = tabwriter.NewWriter(&lineWriter{con}, 0, 0, 2, ' ', 0)
+		prev := ""
+		for _, l := range rep.shown.lines {
+			name := l.receiver
+			if name == prev {
+				name = ""
+			}
+			prev = l.receiver
+			fmt.Fprintf(tw, "   %s\t%s\t%s\n", name, l.label, l.text)
+		}
+		tw.Flush()
+	}
+
 	con.printf("\nThe webhooks now  (GET /webhooks/{id})\n")
 	tw = tabwriter.NewWriter(&lineWriter{con}, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "   RECEIVER\tSTATE\tFAILURE STREAK\tREASON")
+	fmt.Fprintln(tw, "   RECEIVER\tFORMAT\tEVENTS\tSTATE\tFAILURE STREAK\tREASON")
 	for _, ep := range rep.eps {
 		st := rep.states[ep]
 		reason := st.DisabledReason
 		if reason == "" {
 			reason = "-"
 		}
-		fmt.Fprintf(tw, "   %s\t%s\t%d\t%s\n", ep.name, enabledWord(st.Enabled), st.FailureStreak, reason)
+		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%d\t%s\n", ep.name, st.Format, strings.Join(st.Events, ", "), enabledWord(st.Enabled), st.FailureStreak, reason)
 	}
 	tw.Flush()
 
