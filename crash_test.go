@@ -38,6 +38,9 @@ func crashConfig() Config {
 // publishes WEBHOOK_TEST_EVENTS events, printing "published <id>" for each
 // after Publish returned nil. Then it waits to be killed.
 func childMain() int {
+	if mode := os.Getenv(childModeEnv); mode != "" {
+		return childMode(mode) // crash_more_test.go
+	}
 	ctx := context.Background()
 	d, err := Open(ctx, os.Getenv("WEBHOOK_TEST_DB"), crashConfig())
 	if err != nil {

@@ -668,6 +668,18 @@ func (l *deliveryLoop) worker() {
 	d := l.d
 	for j := range l.jobs {
 		now := d.now()
+		if now.Sub(j.claimedAt) > d.cfg.LeaseDuration-d.cfg.AttemptTimeout {
+			// It waited so long that its lease could end during the
+			// attempt: give it back rather than risk a second attempt
+			// beside this one.
+			o := outcome{deliveryID: j.deliveryID, result: resultReleased}
+			d.st.submit(func(t *wtx) error { return t.complete(o) })
+			select {
+			case l.done <- finished{seq: j.hook.seq, hookID: j.hook.id}:
+			case <-l.loopDone:
+			}
+			continue
+		}
 		r := d.sender.send(l.ctx, j, now)
 		o := d.decide(j, r, d.now())
 		if o.result != resultReleased {

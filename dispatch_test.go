@@ -611,3 +611,36 @@ func TestMethodsAfterClose(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 	d.Notify() // harmless
 }
+
+// A claimed delivery that waited so long for a worker that its lease could
+// end during the attempt is given back, not attempted: no attempt ever runs
+// past its lease, where a second claim could attempt it beside it.
+func TestStaleClaimIsReleasedNotAttempted(t *testing.T) {
+	cfg := testConfig()
+	cfg.Workers = 1
+	cfg.AttemptTimeout = time.Second
+	cfg.LeaseDuration = 1100 * time.Millisecond // a queued job may wait 100 ms
+	cfg.MaxInFlightPerWebhook = 4
+	d := openTest(t, cfg)
+	// The only worker spends two attempt timeouts on two slow endpoints,
+	// longer than the lease: meanwhile the queued claim's lease ends and
+	// the loop claims the delivery again.
+	slow := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n <= 2 {
+			<-r.Context().Done()
+		}
+	})
+	fast := newReceiver(t, nil)
+	register(t, d, slow.url()+"?1")
+	register(t, d, slow.url()+"?2")
+	wf := register(t, d, fast.url())
+	_, err := d.Publish(t.Context(), Event{Type: EventJobComplete})
+	require.NoError(t, err)
+	dl := waitStatus(t, d, onlyDelivery(t, d, wf.ID).ID, StatusDelivered)
+	require.Equal(t, 1, dl.Attempts, "the released claim did not count as an attempt")
+	attempts, err := d.Attempts(t.Context(), dl.ID)
+	require.NoError(t, err)
+	require.Len(t, attempts, 1)
+	time.Sleep(200 * time.Millisecond) // would a second attempt come? (it must not)
+	require.Len(t, fast.requests(), 1, "one attempt, not one per claim")
+}

@@ -830,6 +830,7 @@ func publishTx(ctx context.Context, tx *sql.Tx, p preparedEvent, now time.Time) 
 // job is a claimed delivery, ready to attempt.
 type job struct {
 	deliveryID int64
+	claimedAt  time.Time // when its lease began (scheduled attempts)
 	attempt    int
 	trigger    Trigger
 	hook       *hookEntry
@@ -949,7 +950,7 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 			if err != nil {
 				return out, err
 			}
-			j := job{deliveryID: c.id, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
+			j := job{deliveryID: c.id, claimedAt: t.now, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
 				eventID: ev.id, eventType: ev.typ, payload: ev.payload}
 			if c.payload != nil {
 				j.payload = c.payload
