@@ -68,3 +68,47 @@ func BenchmarkDeliver(b *testing.B) {
 	}
 	b.ReportMetric(float64(10*b.N)/time.Since(start).Seconds(), "deliveries/s")
 }
+
+// BenchmarkClaim measures claiming due deliveries in batches of 64 from a
+// backlog, the writer's work before each batch of attempts.
+func BenchmarkClaim(b *testing.B) {
+	cfg := testConfig()
+	cfg.DisableDelivery = true
+	d := openTest(b, cfg)
+	for i := range 10 {
+		_, err := d.Register(context.Background(), Registration{URL: fmt.Sprintf("https://example.com/%d", i), Events: []string{"*"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	data := map[string]string{"pad": strings.Repeat("x", 900)}
+	publish := func(n int) {
+		for range n {
+			if _, err := d.Publish(context.Background(), Event{Type: EventJobComplete, Data: data}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	take := func(int64) planVerdict { return planTake }
+	b.ReportAllocs()
+	b.ResetTimer()
+	claimedN := 0
+	for b.Loop() {
+		var got claimed
+		err := d.st.do(context.Background(), func(t *wtx) error {
+			var err error
+			got, err = t.claim(64, time.Hour, cfg.RetryPolicy, take)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(got.jobs) == 0 {
+			b.StopTimer()
+			publish(100) // 1,000 more deliveries
+			b.StartTimer()
+		}
+		claimedN += len(got.jobs)
+	}
+	b.ReportMetric(float64(claimedN)/b.Elapsed().Seconds(), "deliveries/s")
+}
