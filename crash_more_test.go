@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,6 +99,8 @@ func childMode(mode string) int {
 func startModeChild(t *testing.T, mode, db, prefix string, events int, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// The child dies with the test process, even when a timeout kills it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Env = append(os.Environ(), childEnv+"=1", childModeEnv+"="+mode, "WEBHOOK_TEST_DB="+db,
 		"WEBHOOK_TEST_PREFIX="+prefix, fmt.Sprintf("WEBHOOK_TEST_EVENTS=%d", events))
 	cmd.Env = append(cmd.Env, env...)

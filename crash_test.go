@@ -98,6 +98,8 @@ type child struct {
 func startChild(t *testing.T, db, urls, prefix string, events int) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// The child dies with the test process, even when a timeout kills it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Env = append(os.Environ(), childEnv+"=1", "WEBHOOK_TEST_DB="+db, "WEBHOOK_TEST_URL="+urls,
 		"WEBHOOK_TEST_PREFIX="+prefix, fmt.Sprintf("WEBHOOK_TEST_EVENTS=%d", events))
 	out, err := cmd.StdoutPipe()
