@@ -367,6 +367,8 @@ func TestCrashPoisonDeliveryFails(t *testing.T) {
 		together bool
 	}{
 		{"others between crashes", 8, false},
+		{"others claimed with the poison, one worker", 1, true},
+		{"others claimed with the poison, eight workers", 8, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { testPoisonDelivery(t, tt.workers, tt.together) })

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -303,7 +304,12 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return -1
 	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+	// A number too large for int64 is still a number of seconds: a very
+	// long wait, capped like any other.
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) && v[0] != '-' {
+		if err != nil {
+			n = math.MaxInt64
+		}
 		if n < 0 {
 			return -1
 		}
@@ -455,6 +461,11 @@ type deliveryLoop struct {
 	// Loop state, touched only by the loop goroutine (and by the claim
 	// plan, which runs while the loop waits for it).
 	inflight int
+	// suspects counts the attempts in flight of deliveries whose previous
+	// attempt died with its process. One runs at a time, so that a
+	// delivery that kills the process cannot take the deliveries claimed
+	// with it along every time and exhaust their schedules too.
+	suspects int
 	perHook  map[int64]int
 	breakers *breakers
 	timerAt  time.Time // when the timer fires
@@ -549,13 +560,17 @@ func (l *deliveryLoop) run() {
 			window := min(4*free, 512)
 			var got claimed
 			taken := make(map[int64]int)
-			claimedN := 0
+			claimedN, suspectsN := 0, 0
 			now := time.Now()
 			// plan takes what the free workers can attempt, holding the
-			// deliveries of webhooks at their cap or with an open breaker.
-			plan := func(seq int64) planVerdict {
+			// deliveries of webhooks at their cap or with an open breaker,
+			// and interrupted deliveries while one is in flight.
+			plan := func(seq int64, interrupted bool) planVerdict {
 				if claimedN >= free {
 					return planFull
+				}
+				if interrupted && l.suspects+suspectsN > 0 {
+					return planWait
 				}
 				inFlight := l.perHook[seq] + taken[seq]
 				if inFlight >= d.cfg.MaxInFlightPerWebhook || !l.breakers.allow(seq, inFlight, now) {
@@ -563,11 +578,14 @@ func (l *deliveryLoop) run() {
 				}
 				taken[seq]++
 				claimedN++
+				if interrupted {
+					suspectsN++
+				}
 				return planTake
 			}
 			err := d.st.do(l.ctx, func(t *wtx) error {
 				clear(taken)
-				claimedN = 0
+				claimedN, suspectsN = 0, 0
 				var err error
 				got, err = t.claim(window, lease, d.cfg.RetryPolicy, plan)
 				return err
@@ -582,6 +600,9 @@ func (l *deliveryLoop) run() {
 				for _, j := range got.jobs {
 					l.inflight++
 					l.perHook[j.hook.seq]++
+					if j.interrupted {
+						l.suspects++
+					}
 					l.jobs <- j
 				}
 				if len(got.jobs) > 0 && got.full {
@@ -627,10 +648,14 @@ type finished struct {
 	breaker bool      // the attempt failed in a way that counts for the breaker
 	at      time.Time // when the attempt ended
 	retryAt time.Time // when the job's next attempt is due, if it failed
+	suspect bool      // the job's previous attempt had died with its process
 }
 
 func (l *deliveryLoop) finished(f finished, timer *time.Timer) {
 	l.inflight--
+	if f.suspect {
+		l.suspects--
+	}
 	if n := l.perHook[f.seq] - 1; n > 0 {
 		l.perHook[f.seq] = n
 	} else {
@@ -675,7 +700,7 @@ func (l *deliveryLoop) worker() {
 			o := outcome{deliveryID: j.deliveryID, result: resultReleased}
 			d.st.submit(func(t *wtx) error { return t.complete(o) })
 			select {
-			case l.done <- finished{seq: j.hook.seq, hookID: j.hook.id}:
+			case l.done <- finished{seq: j.hook.seq, hookID: j.hook.id, suspect: j.interrupted}:
 			case <-l.loopDone:
 			}
 			continue
@@ -690,7 +715,7 @@ func (l *deliveryLoop) worker() {
 		}
 		d.st.submit(func(t *wtx) error { return t.complete(o) })
 		// Tell the loop, unless it has stopped (then nobody counts).
-		f := finished{seq: j.hook.seq, hookID: j.hook.id, breaker: breakerClass(r), at: time.Now()}
+		f := finished{seq: j.hook.seq, hookID: j.hook.id, breaker: breakerClass(r), at: time.Now(), suspect: j.interrupted}
 		if o.result == resultRetry {
 			f.retryAt = o.nextAt
 		}

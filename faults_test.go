@@ -333,6 +333,7 @@ func TestFaultRetryAfterDelay(t *testing.T) {
 		{"date on 429", 429, date(60 * time.Second), 60 * time.Second, 2 * time.Second},
 		{"date on 503", 503, date(60 * time.Second), 60 * time.Second, 2 * time.Second},
 		{"large seconds are capped", 429, fixed("999999999"), 90 * time.Second, 0},
+		{"seconds beyond int64 are capped", 429, fixed("99999999999999999999"), 90 * time.Second, 0},
 		{"far date is capped", 429, date(365 * 24 * time.Hour), 90 * time.Second, 0},
 		{"shorter than the schedule", 429, fixed("5"), schedule, 0},
 		{"zero", 429, fixed("0"), schedule, 0},

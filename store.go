@@ -837,10 +837,14 @@ type job struct {
 	eventID    string
 	eventType  string
 	payload    []byte
+	// interrupted reports that the previous attempt died with its process.
+	interrupted bool
 }
 
-// claimPlan decides about a due delivery of a webhook.
-type claimPlan func(webhookSeq int64) planVerdict
+// claimPlan decides about a due delivery of a webhook. interrupted
+// reports that the delivery's previous attempt never recorded an outcome:
+// its process died during it, perhaps because of it.
+type claimPlan func(webhookSeq int64, interrupted bool) planVerdict
 
 type planVerdict int
 
@@ -848,6 +852,7 @@ const (
 	planTake planVerdict = iota // attempt it now
 	planHold                    // its webhook cannot take more now: leave it due
 	planFull                    // every free worker is spoken for: stop
+	planWait                    // not now, for a reason other than its webhook: leave it due
 )
 
 // claimed is what claim found.
@@ -882,10 +887,10 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 	for pass := 0; pass < 2; pass++ {
 		var rows *sql.Rows
 		if pass == 0 {
-			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload FROM webhook_deliveries
+			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload, leased FROM webhook_deliveries
 				WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now, window)
 		} else {
-			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload FROM webhook_deliveries
+			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload, leased FROM webhook_deliveries
 				WHERE status = 0 AND next_at <= ? AND webhook_seq NOT IN (SELECT value FROM json_each(?))
 				ORDER BY next_at LIMIT ?`, now, string(append(held, ']')), window)
 		}
@@ -896,11 +901,14 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 			id, ev, hs int64
 			attempts   int
 			payload    []byte // the delivery's own, if any
+			// interrupted: claimed before, and its lease ran out without
+			// an outcome (a due delivery is leased only then).
+			interrupted bool
 		}
 		var cands []cand
 		for rows.Next() {
 			var c cand
-			if err := rows.Scan(&c.id, &c.ev, &c.hs, &c.attempts, &c.payload); err != nil {
+			if err := rows.Scan(&c.id, &c.ev, &c.hs, &c.attempts, &c.payload, &c.interrupted); err != nil {
 				rows.Close()
 				return out, fmt.Errorf("webhook: claim: %w", err)
 			}
@@ -932,10 +940,13 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 				continue
 			}
 			if plan != nil {
-				switch plan(c.hs) {
+				switch plan(c.hs, c.interrupted) {
 				case planFull:
 					stopped = true
 					break scan
+				case planWait:
+					out.held = true
+					continue // it stays due, without a write
 				case planHold:
 					out.held = true
 					if !heldSet[c.hs] {
@@ -951,7 +962,7 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 				return out, err
 			}
 			j := job{deliveryID: c.id, claimedAt: t.now, attempt: c.attempts + 1, trigger: TriggerScheduled, hook: h,
-				eventID: ev.id, eventType: ev.typ, payload: ev.payload}
+				eventID: ev.id, eventType: ev.typ, payload: ev.payload, interrupted: c.interrupted}
 			if c.payload != nil {
 				j.payload = c.payload
 			}
