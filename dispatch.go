@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -355,6 +356,8 @@ func classify(err error, timeout time.Duration) (class, msg string) {
 		return ClassConnection, "the connection was closed before an answer came"
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		return ClassConnection, "the host is unreachable"
+	case strings.Contains(err.Error(), "response headers exceeded"):
+		return ClassConnection, "the answer's headers were too large"
 	}
 	return ClassConnection, "the request failed before an answer came"
 }

@@ -82,7 +82,11 @@ type Config struct {
 	// LeaseDuration is how long a claimed delivery stays reserved for the
 	// worker attempting it. If the process dies mid-attempt, the delivery
 	// is attempted again once its lease has run out. It must exceed
-	// AttemptTimeout. Default: twice AttemptTimeout plus 30 seconds.
+	// AttemptTimeout, and should by a margin: workers claim a few
+	// deliveries ahead, and one that waits for a worker longer than
+	// LeaseDuration-AttemptTimeout is given back unattempted, so that no
+	// attempt outlives its lease. Default: twice AttemptTimeout plus 30
+	// seconds.
 	LeaseDuration time.Duration
 
 	// MaxResponseBody is how many bytes of a receiver's response body are
