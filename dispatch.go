@@ -211,7 +211,7 @@ func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
 	h["User-Agent"] = []string{userAgent}
 	h[http.CanonicalHeaderKey(HeaderSPARCEvent)] = []string{j.eventType}
 	h[http.CanonicalHeaderKey(HeaderSPARCDelivery)] = []string{strconv.FormatInt(j.deliveryID, 10)}
-	setSignatureHeaders(h, j.hook.signingSecrets(now), j.eventID, now.Unix(), body)
+	j.hook.signer(now).setHeaders(h, j.eventID, now.Unix(), body)
 	req.ContentLength = int64(len(body))
 
 	resp, err := s.client.Do(req)
@@ -444,12 +444,15 @@ func (d *Dispatcher) logFailure(j job, o outcome) {
 
 // ---------------------------------------------------------------------------
 // The delivery loop: one goroutine claims due deliveries and hands them to
-// a fixed pool of workers.
+// a fixed pool of workers. Workers report what they finished under a
+// mutex, and wake the loop only when it has something to do: enough room
+// for another claim, an empty queue, or a retry due sooner than it planned
+// to look. Handing a message to the loop for every delivery would cost a
+// goroutine wake-up each.
 
 type deliveryLoop struct {
 	d     *Dispatcher
 	jobs  chan job
-	done  chan finished
 	wakec chan struct{}
 	stopc chan struct{}
 
@@ -461,25 +464,28 @@ type deliveryLoop struct {
 	loopDone  chan struct{}
 	workersWG sync.WaitGroup
 
-	// Loop state, touched only by the loop goroutine (and by the claim
-	// plan, which runs while the loop waits for it).
-	inflight int
+	mu       sync.Mutex // guards the fields below
+	inflight int        // claimed and not finished: queued or being attempted
 	// suspects counts the attempts in flight of deliveries whose previous
 	// attempt died with its process. One runs at a time, so that a
 	// delivery that kills the process cannot take the deliveries claimed
 	// with it along every time and exhaust their schedules too.
 	suspects int
-	perHook  map[int64]int
+	perHook  map[int64]int // inflight, by webhook
 	breakers *breakers
-	timerAt  time.Time // when the timer fires
+	dueAt    time.Time // the soonest retry the workers reported since the loop last looked
 }
+
+// prefetch is how many deliveries per worker the loop keeps claimed: the
+// next claim's commit overlaps with the attempts in flight, so that
+// workers do not wait for it.
+const prefetch = 4
 
 func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 	ctx, cancel := context.WithCancel(d.base)
 	return &deliveryLoop{
 		d:        d,
 		jobs:     make(chan job, prefetch*d.cfg.Workers),
-		done:     make(chan finished, prefetch*d.cfg.Workers),
 		wakec:    make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 		ctx:      ctx,
@@ -497,11 +503,6 @@ func (l *deliveryLoop) start() {
 	}
 	go l.run()
 }
-
-// prefetch is how many deliveries per worker the loop keeps claimed: the
-// next claim's commit overlaps with the attempts in flight, so that
-// workers do not wait for it.
-const prefetch = 4
 
 // wake asks the loop to look for due deliveries now.
 func (l *deliveryLoop) wake() {
@@ -550,64 +551,37 @@ func (l *deliveryLoop) stop(ctx context.Context) error {
 func (l *deliveryLoop) run() {
 	defer close(l.loopDone)
 	d := l.d
+	capacity := prefetch * d.cfg.Workers
 	timer := time.NewTimer(d.cfg.PollInterval)
 	defer timer.Stop()
-	lease := d.cfg.LeaseDuration
+	var timerAt time.Time // when the timer fires
+	setTimer := func(wait time.Duration) {
+		wait = max(wait, time.Millisecond)
+		timerAt = time.Now().Add(wait)
+		timer.Stop()
+		timer.Reset(wait)
+	}
 	more := true // due deliveries may be waiting
 	for {
+		l.mu.Lock()
+		room := capacity - l.inflight
+		due := l.dueAt
+		l.dueAt = time.Time{}
+		l.mu.Unlock()
+		if !due.IsZero() && (timerAt.IsZero() || due.Before(timerAt)) {
+			setTimer(time.Until(due))
+		}
 		// Claim when enough room has opened for a batch worth a commit,
 		// or at once when the workers would otherwise run dry.
-		room := prefetch*d.cfg.Workers - l.inflight
-		if more && room > 0 && (room >= d.cfg.Workers/2 || len(l.jobs) == 0) {
-			free := prefetch*d.cfg.Workers - l.inflight
-			window := min(4*free, 512)
-			var got claimed
-			taken := make(map[int64]int)
-			claimedN, suspectsN := 0, 0
-			now := time.Now()
-			// plan takes what the free workers can attempt, holding the
-			// deliveries of webhooks at their cap or with an open breaker,
-			// and interrupted deliveries while one is in flight.
-			plan := func(seq int64, interrupted bool) planVerdict {
-				if claimedN >= free {
-					return planFull
-				}
-				if interrupted && l.suspects+suspectsN > 0 {
-					return planWait
-				}
-				inFlight := l.perHook[seq] + taken[seq]
-				if inFlight >= d.cfg.MaxInFlightPerWebhook || !l.breakers.allow(seq, inFlight, now) {
-					return planHold
-				}
-				taken[seq]++
-				claimedN++
-				if interrupted {
-					suspectsN++
-				}
-				return planTake
-			}
-			err := d.st.do(l.ctx, func(t *wtx) error {
-				clear(taken)
-				claimedN, suspectsN = 0, 0
-				var err error
-				got, err = t.claim(window, lease, d.cfg.RetryPolicy, plan)
-				return err
-			})
+		if more && room > 0 && (room >= d.cfg.Workers || len(l.jobs) == 0) {
+			got, err := l.claim(room)
 			if err != nil {
 				if l.ctx.Err() == nil {
 					d.log.Error("webhook: claiming deliveries failed", "error", err)
 				}
 				more = false
-				l.setTimer(timer, d.cfg.PollInterval)
+				setTimer(d.cfg.PollInterval)
 			} else {
-				for _, j := range got.jobs {
-					l.inflight++
-					l.perHook[j.hook.seq]++
-					if j.interrupted {
-						l.suspects++
-					}
-					l.jobs <- j
-				}
 				if len(got.jobs) > 0 && got.full {
 					continue // more may be due
 				}
@@ -618,7 +592,7 @@ func (l *deliveryLoop) run() {
 				if !more && !got.next.IsZero() {
 					wait = min(wait, time.Until(got.next))
 				}
-				l.setTimer(timer, wait)
+				setTimer(wait)
 			}
 		}
 		select {
@@ -627,24 +601,69 @@ func (l *deliveryLoop) run() {
 		case <-l.wakec:
 			more = true
 		case <-timer.C:
-			l.timerAt = time.Time{}
+			timerAt = time.Time{}
 			more = true
-		case f := <-l.done:
-			l.finished(f, timer)
-		drain:
-			for {
-				select {
-				case f := <-l.done:
-					l.finished(f, timer)
-				default:
-					break drain
-				}
-			}
 		}
 	}
 }
 
-// finished is what a worker tells the loop when it is done with a job.
+// claim claims up to room deliveries and queues them for the workers.
+func (l *deliveryLoop) claim(room int) (claimed, error) {
+	d := l.d
+	window := min(room+8, 512)
+	var got claimed
+	taken := make(map[int64]int)
+	takenN, suspectsN := 0, 0
+	now := time.Now()
+	// plan takes what there is room for, holding the deliveries of
+	// webhooks at their cap or with an open breaker, and interrupted
+	// deliveries while one is in flight.
+	plan := func(seq int64, interrupted bool) planVerdict {
+		if takenN >= room {
+			return planFull
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if interrupted && l.suspects+suspectsN > 0 {
+			return planWait
+		}
+		inFlight := l.perHook[seq] + taken[seq]
+		if inFlight >= d.cfg.MaxInFlightPerWebhook || !l.breakers.allow(seq, inFlight, now) {
+			return planHold
+		}
+		taken[seq]++
+		takenN++
+		if interrupted {
+			suspectsN++
+		}
+		return planTake
+	}
+	err := d.st.do(l.ctx, func(t *wtx) error {
+		clear(taken)
+		takenN, suspectsN = 0, 0
+		var err error
+		got, err = t.claim(window, d.cfg.LeaseDuration, d.cfg.RetryPolicy, plan)
+		return err
+	})
+	if err != nil {
+		return got, err
+	}
+	l.mu.Lock()
+	for _, j := range got.jobs {
+		l.inflight++
+		l.perHook[j.hook.seq]++
+		if j.interrupted {
+			l.suspects++
+		}
+	}
+	l.mu.Unlock()
+	for _, j := range got.jobs {
+		l.jobs <- j // never blocks: inflight stays within the channel's capacity
+	}
+	return got, nil
+}
+
+// finished is what a worker reports when it is done with a job.
 type finished struct {
 	seq     int64     // the job's webhook
 	hookID  string    // and its ID
@@ -654,7 +673,11 @@ type finished struct {
 	suspect bool      // the job's previous attempt had died with its process
 }
 
-func (l *deliveryLoop) finished(f finished, timer *time.Timer) {
+// finish records that a worker is done with a job, and wakes the loop if
+// that gives it something to do.
+func (l *deliveryLoop) finish(f finished) {
+	capacity := prefetch * l.d.cfg.Workers
+	l.mu.Lock()
 	l.inflight--
 	if f.suspect {
 		l.suspects--
@@ -664,12 +687,21 @@ func (l *deliveryLoop) finished(f finished, timer *time.Timer) {
 	} else {
 		delete(l.perHook, f.seq)
 	}
+	wake := false
 	if until := l.breakers.record(f.seq, f.breaker, f.at); !until.IsZero() {
 		l.hold(f.seq, f.hookID, until)
 		f.retryAt = until
 	}
-	if !f.retryAt.IsZero() && (l.timerAt.IsZero() || f.retryAt.Before(l.timerAt)) {
-		l.setTimer(timer, time.Until(f.retryAt))
+	if !f.retryAt.IsZero() && (l.dueAt.IsZero() || f.retryAt.Before(l.dueAt)) {
+		l.dueAt = f.retryAt
+		wake = true
+	}
+	room := capacity - l.inflight
+	l.mu.Unlock()
+	// Wake the loop when room for a claim has just opened, when the
+	// queue ran dry, or when an interrupted delivery may now run.
+	if wake || room == l.d.cfg.Workers || len(l.jobs) == 0 || f.suspect {
+		l.wake()
 	}
 }
 
@@ -683,14 +715,6 @@ func (l *deliveryLoop) hold(seq int64, id string, until time.Time) {
 	})
 }
 
-// setTimer makes the loop look for due deliveries after wait.
-func (l *deliveryLoop) setTimer(t *time.Timer, wait time.Duration) {
-	wait = max(wait, time.Millisecond)
-	l.timerAt = time.Now().Add(wait)
-	t.Stop()
-	t.Reset(wait)
-}
-
 func (l *deliveryLoop) worker() {
 	defer l.workersWG.Done()
 	d := l.d
@@ -702,10 +726,7 @@ func (l *deliveryLoop) worker() {
 			// beside this one.
 			o := outcome{deliveryID: j.deliveryID, result: resultReleased}
 			d.st.submit(func(t *wtx) error { return t.complete(o) })
-			select {
-			case l.done <- finished{seq: j.hook.seq, hookID: j.hook.id, suspect: j.interrupted}:
-			case <-l.loopDone:
-			}
+			l.finish(finished{seq: j.hook.seq, hookID: j.hook.id, suspect: j.interrupted})
 			continue
 		}
 		r := d.sender.send(l.ctx, j, now)
@@ -717,14 +738,10 @@ func (l *deliveryLoop) worker() {
 			}
 		}
 		d.st.submit(func(t *wtx) error { return t.complete(o) })
-		// Tell the loop, unless it has stopped (then nobody counts).
 		f := finished{seq: j.hook.seq, hookID: j.hook.id, breaker: breakerClass(r), at: time.Now(), suspect: j.interrupted}
 		if o.result == resultRetry {
 			f.retryAt = o.nextAt
 		}
-		select {
-		case l.done <- f:
-		case <-l.loopDone:
-		}
+		l.finish(f)
 	}
 }

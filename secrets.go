@@ -306,21 +306,21 @@ func (st *store) scanHook(sc interface{ Scan(...any) error }, extra ...any) (*ho
 	if err != nil {
 		return nil, err
 	}
-	h.current = []Secret{s}
+	h.current = newSigner([]Secret{s})
 	if prev != "" && until > 0 {
 		p, err := st.sealer.open(h.id, prev)
 		if err != nil {
 			return nil, err
 		}
-		h.both = []Secret{s, p}
+		h.both = newSigner([]Secret{s, p})
 		h.prevUntil = fromMS(until)
 	}
 	return h, nil
 }
 
-// signingSecrets returns the secrets that sign an attempt at now: the
-// current one, and the previous one during a rotation's grace period.
-func (h *hookEntry) signingSecrets(now time.Time) []Secret {
+// signer returns what signs an attempt at now: the current secret, and
+// the previous one during a rotation's grace period.
+func (h *hookEntry) signer(now time.Time) *signer {
 	if h.both != nil && now.Before(h.prevUntil) {
 		return h.both
 	}

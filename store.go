@@ -598,8 +598,8 @@ type hookEntry struct {
 	events    []string
 	format    Format
 	mailTo    string    // the address, for FormatEmail
-	current   []Secret  // the secret
-	both      []Secret  // the secret and the previous one, during a rotation
+	current   *signer   // the secret
+	both      *signer   // the secret and the previous one, during a rotation
 	prevUntil time.Time // when the previous one stops signing
 	enabled   bool
 }
