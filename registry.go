@@ -40,7 +40,8 @@ type Webhook struct {
 	// FailureStreak counts the failed attempts since the last success.
 	FailureStreak int `json:"failure_streak"`
 	// LastSuccessAt and LastFailureAt are the times of the last successful
-	// and failed attempts; zero when there was none.
+	// and failed attempts; zero when there was none. Under a steady flow
+	// of successes, LastSuccessAt is kept to within a second.
 	LastSuccessAt time.Time `json:"last_success_at,omitzero"`
 	LastFailureAt time.Time `json:"last_failure_at,omitzero"`
 	// DisabledReason says why the webhook was disabled automatically, or

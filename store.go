@@ -1300,6 +1300,17 @@ func (t *wtx) flush() error {
 		var started sql.NullInt64
 		var enabled bool
 		var err error
+		if d.success && d.failures == 0 {
+			// All went well: the row is written only if its streak needs
+			// clearing or its last success is more than a second old, so
+			// that a busy webhook does not rewrite its page every commit.
+			if _, err := t.exec(`UPDATE webhooks SET failure_streak = 0, streak_started_at = NULL, last_success_at = ?
+				WHERE seq = ? AND (failure_streak != 0 OR last_success_at IS NULL OR last_success_at < ?)`,
+				d.lastSuccess, seq, d.lastSuccess-1000); err != nil {
+				return fmt.Errorf("webhook: record webhook outcome: %w", err)
+			}
+			continue
+		}
 		if d.success {
 			var st any
 			if d.failures > 0 {
