@@ -65,6 +65,13 @@ func (d *Dispatcher) prune(ctx context.Context, cutoff time.Time) (int, error) {
 	// the first delivery created after the cutoff.
 	var cursor int64
 	kept := map[int64]bool{} // events that a kept delivery still needs
+	// The newest delivery always stays, so that its ID, the table's
+	// largest, is never given to a new delivery: a delivery ID that a
+	// receiver logged keeps meaning one delivery.
+	var newest int64
+	if err := d.st.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries`).Scan(&newest); err != nil {
+		return 0, fmt.Errorf("webhook: retention: %w", err)
+	}
 	boundary := int64(-1)    // events from this seq on were published after the cutoff
 	for boundary < 0 {
 		if err := ctx.Err(); err != nil {
@@ -90,7 +97,7 @@ func (d *Dispatcher) prune(ctx context.Context, cutoff time.Time) (int, error) {
 					break
 				}
 				last = id
-				if status != stPending && updated < ms(cutoff) {
+				if status != stPending && updated < ms(cutoff) && id != newest {
 					ids = appendIDs(ids, id)
 				} else {
 					kept[ev] = true

@@ -54,11 +54,20 @@ func TestPrune(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, deleted)
 
+	var maxID int64
+	require.NoError(t, d.st.rdb.QueryRow(`SELECT MAX(id) FROM webhook_deliveries`).Scan(&maxID))
 	deleted, err = d.prune(t.Context(), time.Now().Add(time.Hour))
 	require.NoError(t, err)
-	require.Equal(t, n+1, deleted, "every settled delivery goes")
-	require.Equal(t, pending, countRows(t, d, "webhook_deliveries"), "pending deliveries stay")
-	require.Equal(t, pending, countRows(t, d, "webhook_events"), "only the events that pending deliveries need stay")
+	require.Equal(t, n, deleted, "every settled delivery goes but the newest")
+	require.Equal(t, pending+1, countRows(t, d, "webhook_deliveries"), "pending deliveries stay")
+	require.Equal(t, pending+1, countRows(t, d, "webhook_events"), "only the events that kept deliveries need stay")
+
+	// Delivery IDs are never reused.
+	_, err = d.Publish(t.Context(), Event{Type: EventScoreChanged})
+	require.NoError(t, err)
+	var newest int64
+	require.NoError(t, d.st.rdb.QueryRow(`SELECT MAX(id) FROM webhook_deliveries`).Scan(&newest))
+	require.Greater(t, newest, maxID)
 	var attempts int
 	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id`).Scan(&attempts))
 	require.Equal(t, countRows(t, d, "webhook_attempts"), attempts, "no attempt outlives its delivery")
@@ -81,7 +90,7 @@ func TestRetentionRunsInTheBackground(t *testing.T) {
 	}
 	rc.waitFor(10)
 	eventually(t, func() bool {
-		return countRows(t, d, "webhook_deliveries") == 0 && countRows(t, d, "webhook_events") == 0
+		return countRows(t, d, "webhook_deliveries") == 1 && countRows(t, d, "webhook_events") == 1
 	}, "retention did not delete settled history")
-	require.Zero(t, countRows(t, d, "webhook_attempts"))
+	require.Equal(t, 1, countRows(t, d, "webhook_attempts"), "the newest delivery stays, so that its ID is never reused")
 }

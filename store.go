@@ -52,7 +52,7 @@ CREATE TABLE webhook_events (
 	created_at INTEGER NOT NULL
 );
 CREATE TABLE webhook_deliveries (
-	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	id          INTEGER PRIMARY KEY, -- never reused: retention keeps the newest row
 	event_seq   INTEGER NOT NULL,
 	webhook_seq INTEGER NOT NULL,
 	status      INTEGER NOT NULL,

@@ -180,7 +180,8 @@ type Config struct {
 	// Retention is how long settled deliveries (delivered, failed or
 	// cancelled) and their attempts are kept after they settled; events
 	// are deleted with their last delivery. Pending deliveries are kept
-	// however old. Retention runs in small steps in the background, so
+	// however old, and so is the newest delivery, so that delivery IDs are
+	// never reused. Retention runs in small steps in the background, so
 	// delivery never waits long for it. Negative keeps everything.
 	// Default: 30 days.
 	Retention time.Duration
