@@ -43,6 +43,14 @@ func (bs *breakers) allow(seq int64, inFlight int, now time.Time) bool {
 	return true
 }
 
+// untried tells the webhook's breaker that a delivery it let through was
+// given back unattempted: if it was the probe, another may go.
+func (bs *breakers) untried(seq int64) {
+	if b := bs.m[seq]; b != nil {
+		b.probing = false
+	}
+}
+
 // record feeds an attempt's outcome to the webhook's breaker. It returns
 // the time until which the webhook's deliveries are held when this outcome
 // opened (or reopened) the breaker, and zero otherwise.

@@ -141,6 +141,8 @@ func TestBreakerStates(t *testing.T) {
 	require.False(t, bs.allow(1, 0, t0.Add(500*time.Millisecond)), "held during the cool-down")
 	require.True(t, bs.allow(1, 0, t0.Add(time.Second)), "then one probe")
 	require.False(t, bs.allow(1, 0, t0.Add(time.Second)), "only one")
+	bs.untried(1)
+	require.True(t, bs.allow(1, 0, t0.Add(time.Second)), "a probe given back unattempted makes room for another")
 	until = bs.record(1, true, t0.Add(2*time.Second))
 	require.Equal(t, t0.Add(4*time.Second), until, "a failed probe doubles the cool-down")
 	require.True(t, bs.allow(1, 0, t0.Add(4*time.Second)))
@@ -164,4 +166,27 @@ func containsLine(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// A webhook's limit of attempts in flight starts low, grows with
+// successes up to the cap, and halves when the endpoint struggles.
+func TestAdaptiveLimit(t *testing.T) {
+	d := &Dispatcher{cfg: Config{MaxInFlightPerWebhook: 8}}
+	l := &deliveryLoop{d: d, limits: map[int64]int{}}
+	require.Equal(t, startLimit, l.limit(1))
+	for range 10 {
+		l.adapt(1, true, false)
+	}
+	require.Equal(t, 8, l.limit(1), "successes raise it to the cap")
+	l.adapt(1, false, true)
+	require.Equal(t, 4, l.limit(1), "a timeout halves it")
+	l.adapt(1, false, false)
+	require.Equal(t, 4, l.limit(1), "a failure that says nothing of load leaves it")
+	for range 5 {
+		l.adapt(1, false, true)
+	}
+	require.Equal(t, 1, l.limit(1), "never below one")
+	require.Equal(t, startLimit, l.limit(2), "each webhook has its own")
+	small := &deliveryLoop{d: &Dispatcher{cfg: Config{MaxInFlightPerWebhook: 1}}, limits: map[int64]int{}}
+	require.Equal(t, 1, small.limit(1), "the cap bounds the start too")
 }

@@ -472,6 +472,7 @@ type deliveryLoop struct {
 	// with it along every time and exhaust their schedules too.
 	suspects int
 	perHook  map[int64]int // inflight, by webhook
+	limits   map[int64]int // each webhook's adaptive limit of inflight (absent: startLimit)
 	breakers *breakers
 	dueAt    time.Time // the soonest retry the workers reported since the loop last looked
 }
@@ -492,8 +493,43 @@ func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 		cancel:   cancel,
 		loopDone: make(chan struct{}),
 		perHook:  make(map[int64]int),
+		limits:   make(map[int64]int),
 		breakers: newBreakers(d.cfg),
 	}
+}
+
+// startLimit is a webhook's limit of attempts in flight until its answers
+// show what it can take.
+const startLimit = 2
+
+// limit returns the adaptive limit of a webhook's attempts in flight.
+// l.mu must be held.
+func (l *deliveryLoop) limit(seq int64) int {
+	cap := l.d.cfg.MaxInFlightPerWebhook
+	if n, ok := l.limits[seq]; ok {
+		return min(n, cap)
+	}
+	return min(startLimit, cap)
+}
+
+// adapt moves a webhook's limit after an attempt: up by one after a
+// success, halved after a failure that suggests the endpoint is
+// struggling, unchanged otherwise. l.mu must be held.
+func (l *deliveryLoop) adapt(seq int64, ok, struggling bool) {
+	n := l.limit(seq)
+	switch {
+	case ok:
+		n = min(n+1, l.d.cfg.MaxInFlightPerWebhook)
+	case struggling:
+		n = max(n/2, 1)
+	default:
+		return
+	}
+	if n == min(startLimit, l.d.cfg.MaxInFlightPerWebhook) {
+		delete(l.limits, seq) // keep the map to the webhooks that differ
+		return
+	}
+	l.limits[seq] = n
 }
 
 func (l *deliveryLoop) start() {
@@ -628,7 +664,7 @@ func (l *deliveryLoop) claim(room int) (claimed, error) {
 			return planWait
 		}
 		inFlight := l.perHook[seq] + taken[seq]
-		if inFlight >= d.cfg.MaxInFlightPerWebhook || !l.breakers.allow(seq, inFlight, now) {
+		if inFlight >= l.limit(seq) || !l.breakers.allow(seq, inFlight, now) {
 			return planHold
 		}
 		taken[seq]++
@@ -666,6 +702,8 @@ func (l *deliveryLoop) claim(room int) (claimed, error) {
 // finished is what a worker reports when it is done with a job.
 type finished struct {
 	seq     int64     // the job's webhook
+	ok      bool      // the attempt succeeded
+	tried   bool      // an attempt was made (not a job given back)
 	hookID  string    // and its ID
 	breaker bool      // the attempt failed in a way that counts for the breaker
 	at      time.Time // when the attempt ended
@@ -688,9 +726,14 @@ func (l *deliveryLoop) finish(f finished) {
 		delete(l.perHook, f.seq)
 	}
 	wake := false
-	if until := l.breakers.record(f.seq, f.breaker, f.at); !until.IsZero() {
-		l.hold(f.seq, f.hookID, until)
-		f.retryAt = until
+	if f.tried {
+		l.adapt(f.seq, f.ok, f.breaker)
+		if until := l.breakers.record(f.seq, f.breaker, f.at); !until.IsZero() {
+			l.hold(f.seq, f.hookID, until)
+			f.retryAt = until
+		}
+	} else {
+		l.breakers.untried(f.seq) // a probe given back: another may go
 	}
 	if !f.retryAt.IsZero() && (l.dueAt.IsZero() || f.retryAt.Before(l.dueAt)) {
 		l.dueAt = f.retryAt
@@ -738,7 +781,7 @@ func (l *deliveryLoop) worker() {
 			}
 		}
 		d.st.submit(func(t *wtx) error { return t.complete(o) })
-		f := finished{seq: j.hook.seq, hookID: j.hook.id, breaker: breakerClass(r), at: time.Now(), suspect: j.interrupted}
+		f := finished{seq: j.hook.seq, hookID: j.hook.id, ok: r.ok(), tried: !r.cancelled, breaker: breakerClass(r), at: time.Now(), suspect: j.interrupted}
 		if o.result == resultRetry {
 			f.retryAt = o.nextAt
 		}

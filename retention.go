@@ -72,7 +72,7 @@ func (d *Dispatcher) prune(ctx context.Context, cutoff time.Time) (int, error) {
 	if err := d.st.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries`).Scan(&newest); err != nil {
 		return 0, fmt.Errorf("webhook: retention: %w", err)
 	}
-	boundary := int64(-1)    // events from this seq on were published after the cutoff
+	boundary := int64(-1) // events from this seq on were published after the cutoff
 	for boundary < 0 {
 		if err := ctx.Err(); err != nil {
 			return deleted, err
