@@ -472,7 +472,7 @@ type deliveryLoop struct {
 	// with it along every time and exhaust their schedules too.
 	suspects int
 	perHook  map[int64]int // inflight, by webhook
-	limits   map[int64]int // each webhook's adaptive limit of inflight (absent: startLimit)
+	limits   map[int64]int // each webhook's adaptive limit of inflight (absent: the cap)
 	breakers *breakers
 	dueAt    time.Time // the soonest retry the workers reported since the loop last looked
 }
@@ -498,35 +498,32 @@ func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 	}
 }
 
-// startLimit is a webhook's limit of attempts in flight until its answers
-// show what it can take.
-const startLimit = 2
-
-// limit returns the adaptive limit of a webhook's attempts in flight.
-// l.mu must be held.
+// limit returns the adaptive limit of a webhook's attempts in flight: the
+// cap, lowered while the endpoint struggles. l.mu must be held.
 func (l *deliveryLoop) limit(seq int64) int {
 	cap := l.d.cfg.MaxInFlightPerWebhook
 	if n, ok := l.limits[seq]; ok {
 		return min(n, cap)
 	}
-	return min(startLimit, cap)
+	return cap
 }
 
-// adapt moves a webhook's limit after an attempt: up by one after a
-// success, halved after a failure that suggests the endpoint is
-// struggling, unchanged otherwise. l.mu must be held.
+// adapt moves a webhook's limit after an attempt: halved after a failure
+// that suggests the endpoint is struggling (a timeout, a connection error,
+// a 429 or a 503), up by one after a success, back to the cap at most.
+// l.mu must be held.
 func (l *deliveryLoop) adapt(seq int64, ok, struggling bool) {
 	n := l.limit(seq)
 	switch {
 	case ok:
-		n = min(n+1, l.d.cfg.MaxInFlightPerWebhook)
+		n++
 	case struggling:
 		n = max(n/2, 1)
 	default:
 		return
 	}
-	if n == min(startLimit, l.d.cfg.MaxInFlightPerWebhook) {
-		delete(l.limits, seq) // keep the map to the webhooks that differ
+	if n >= l.d.cfg.MaxInFlightPerWebhook {
+		delete(l.limits, seq) // the map holds only the webhooks below the cap
 		return
 	}
 	l.limits[seq] = n

@@ -60,10 +60,10 @@ type Config struct {
 	// MaxInFlightPerWebhook caps the attempts in flight to any one webhook
 	// (claimed deliveries waiting for a worker count too), so that a slow
 	// endpoint cannot take every worker. Within the cap, each webhook's
-	// limit adapts: it starts at 2, grows by one with every successful
-	// attempt, and halves with every timeout, connection error, 429 or 503,
-	// so that an endpoint that stops answering holds few workers while its
-	// circuit breaker decides. Default: a quarter of Workers, at least 1.
+	// limit adapts: it halves with every timeout, connection error, 429 or
+	// 503, and grows back by one with every successful attempt, so that an
+	// endpoint that struggles is given fewer workers. Default: a quarter of
+	// Workers, at least 1.
 	MaxInFlightPerWebhook int
 
 	// BreakerThreshold is how many consecutive attempts to a webhook that
