@@ -68,6 +68,16 @@
 // Register and nowhere else, and the Secret type prints as
 // "whsec_[REDACTED]" in logs, errors and %v output.
 //
+// # Formats
+//
+// Each webhook has a Format. FormatJSON, the default, sends the signed
+// envelope. FormatSlack and FormatDiscord render each event as a message
+// for people, within each service's limits, and still sign what they send.
+// A "mailto:" URL (with Config.SMTP set) sends each event as an email.
+// Config.Messages adds links and replaces messages with templates, which
+// Open checks. A newer score.changed for a subject supersedes an older one
+// still waiting for a webhook.
+//
 // # Delivery and retries
 //
 // A delivery is attempted at once. A 2xx answer delivers it. Any other
@@ -86,6 +96,18 @@
 // Every attempt is recorded (Attempts) with its trigger, time, duration,
 // status code, error class and the start of the response body; every
 // failed attempt is also logged at warn level through Config.Logger.
+//
+// # Safety
+//
+// Deliveries reach only public addresses unless Config.AllowNetworks opens
+// a range: the check runs on the address dialled, after DNS, so DNS
+// rebinding and numeric spellings of loopback are caught, and cloud
+// metadata addresses stay blocked. Each webhook has at most
+// Config.MaxInFlightPerWebhook attempts in flight, fewer while it
+// struggles, and a circuit breaker that holds its deliveries after
+// repeated timeouts, connection errors, 429s or 503s. RotateSecret changes
+// a secret with a grace period during which both sign, and
+// Config.SecretKey encrypts secrets at rest.
 //
 // # Durability
 //
