@@ -266,6 +266,7 @@ func storedEvents(t testing.TB, db *sql.DB) []string {
 // carry the same event id, and the database stays intact.
 // WEBHOOK_CRASH_ITERATIONS raises the number of kills (default 15).
 func TestCrashRandomKillsLoseNothing(t *testing.T) {
+	skipOnPostgres(t, "the child processes run SQLite files; the PostgreSQL multi-process test is TestPostgresProcesses")
 	iterations := 15
 	if v := os.Getenv("WEBHOOK_CRASH_ITERATIONS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -357,6 +358,7 @@ func TestCrashRandomKillsLoseNothing(t *testing.T) {
 // its last attempt it is failed as interrupted, and the other deliveries,
 // published between the crashes, all get through.
 func TestCrashPoisonDeliveryFails(t *testing.T) {
+	skipOnPostgres(t, "the child processes run SQLite files")
 	tests := []struct {
 		name    string
 		workers int
@@ -497,6 +499,7 @@ func setMaxPageCount(t testing.TB, d *Dispatcher, n int) {
 // at all (no event without its deliveries, no delivery without its event),
 // and once there is room again the dispatcher carries on.
 func TestCrashDiskFull(t *testing.T) {
+	skipOnPostgres(t, "SQLite's max_page_count simulates a full disk")
 	cfg := testConfig()
 	cfg.AttemptTimeout = time.Second
 	cfg.LeaseDuration = 2 * time.Second // recordings lost to the full disk are retried soon
@@ -574,6 +577,7 @@ func TestCrashDiskFull(t *testing.T) {
 // returns the "database is locked" error, writes nothing, and works again
 // once the other writer is done.
 func TestCrashDatabaseBusy(t *testing.T) {
+	skipOnPostgres(t, "SQLite's file lock makes the database busy")
 	cfg := testConfig()
 	cfg.BusyTimeout = 200 * time.Millisecond
 	d := openTest(t, cfg)

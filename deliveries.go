@@ -157,16 +157,16 @@ func (d *Dispatcher) Deliveries(ctx context.Context, webhookID string, q Deliver
 		statusFilter = c
 	}
 	var seq int64
-	err := d.st.rdb.QueryRowContext(ctx, `SELECT seq FROM webhooks WHERE id = ?`, webhookID).Scan(&seq)
+	err := d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT seq FROM webhooks WHERE id = ?`), webhookID).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DeliveryPage{}, ErrNotFound
 	}
 	if err != nil {
 		return DeliveryPage{}, fmt.Errorf("webhook: list deliveries: %w", err)
 	}
-	rows, err := d.st.rdb.QueryContext(ctx, `SELECT `+deliveryColumns+deliveryFrom+`
+	rows, err := d.st.rdb.QueryContext(ctx, d.st.q(`SELECT `+deliveryColumns+deliveryFrom+`
 		WHERE d.webhook_seq = ? AND d.id < ? AND (? < 0 OR d.status = ?)
-		ORDER BY d.id DESC LIMIT ?`, seq, before, statusFilter, statusFilter, limit+1)
+		ORDER BY d.id DESC LIMIT ?`), seq, before, statusFilter, statusFilter, limit+1)
 	if err != nil {
 		return DeliveryPage{}, fmt.Errorf("webhook: list deliveries: %w", err)
 	}
@@ -195,7 +195,7 @@ func (d *Dispatcher) Delivery(ctx context.Context, id int64) (Delivery, error) {
 		return Delivery{}, err
 	}
 	defer d.calls.Done()
-	dl, err := scanDelivery(d.st.rdb.QueryRowContext(ctx, `SELECT `+deliveryColumns+deliveryFrom+` WHERE d.id = ?`, id))
+	dl, err := scanDelivery(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+deliveryColumns+deliveryFrom+` WHERE d.id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Delivery{}, ErrNotFound
 	}
@@ -213,15 +213,15 @@ func (d *Dispatcher) Attempts(ctx context.Context, deliveryID int64) ([]Attempt,
 	}
 	defer d.calls.Done()
 	var one int
-	err := d.st.rdb.QueryRowContext(ctx, `SELECT 1 FROM webhook_deliveries WHERE id = ?`, deliveryID).Scan(&one)
+	err := d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT 1 FROM webhook_deliveries WHERE id = ?`), deliveryID).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("webhook: list attempts: %w", err)
 	}
-	rows, err := d.st.rdb.QueryContext(ctx, `SELECT id, delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response
-		FROM webhook_attempts WHERE delivery_id = ? ORDER BY id`, deliveryID)
+	rows, err := d.st.rdb.QueryContext(ctx, d.st.q(`SELECT id, delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response
+		FROM webhook_attempts WHERE delivery_id = ? ORDER BY id`), deliveryID)
 	if err != nil {
 		return nil, fmt.Errorf("webhook: list attempts: %w", err)
 	}
@@ -265,9 +265,9 @@ type AttemptResult struct {
 func (d *Dispatcher) loadJob(ctx context.Context, deliveryID int64) (job, int, error) {
 	var j job
 	var status int
-	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, `SELECT `+hookColumns+`, d.id, d.status, e.id, e.type, COALESCE(d.payload, e.payload)
+	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+hookColumns+`, d.id, d.status, e.id, e.type, COALESCE(d.payload, e.payload)
 		FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq JOIN webhooks w ON w.seq = d.webhook_seq
-		WHERE d.id = ?`, deliveryID), &j.deliveryID, &status, &j.eventID, &j.eventType, &j.payload)
+		WHERE d.id = ?`), deliveryID), &j.deliveryID, &status, &j.eventID, &j.eventType, &j.payload)
 	if errors.Is(err, sql.ErrNoRows) {
 		return job{}, 0, ErrNotFound
 	}
@@ -310,7 +310,7 @@ func (d *Dispatcher) SendTest(ctx context.Context, webhookID string) (AttemptRes
 	if err := checkWebhookID(webhookID); err != nil {
 		return AttemptResult{}, err
 	}
-	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, `SELECT `+hookColumns+` FROM webhooks w WHERE w.id = ?`, webhookID))
+	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+hookColumns+` FROM webhooks w WHERE w.id = ?`), webhookID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return AttemptResult{}, ErrNotFound
 	}
@@ -328,19 +328,16 @@ func (d *Dispatcher) SendTest(ctx context.Context, webhookID string) (AttemptRes
 	var deliveryID int64
 	err = d.st.do(ctx, func(t *wtx) error {
 		now := ms(t.now)
-		res, err := t.exec(`INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?)`, p.id, p.typ, p.payload, now)
-		if err != nil {
+		var evSeq int64
+		if err := t.queryRow(`INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) RETURNING seq`, p.id, p.typ, p.payload, now).Scan(&evSeq); err != nil {
 			return fmt.Errorf("webhook: record test event: %w", err)
 		}
-		evSeq, _ := res.LastInsertId()
-		res, err = t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, attempts, next_at, created_at, updated_at) VALUES (?, ?, 2, 1, ?, ?, ?)`,
-			evSeq, h.seq, now, now, now)
-		if err != nil {
+		if err := t.queryRow(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, attempts, next_at, created_at, updated_at) VALUES (?, ?, 2, 1, ?, ?, ?) RETURNING id`,
+			evSeq, h.seq, now, now, now).Scan(&deliveryID); err != nil {
 			return fmt.Errorf("webhook: record test delivery: %w", err)
 		}
 		t.count(cFailed, 1) // until its attempt succeeds
-		deliveryID, err = res.LastInsertId()
-		return err
+		return nil
 	})
 	if err != nil {
 		return AttemptResult{}, err
@@ -446,6 +443,7 @@ func (d *Dispatcher) Recover(ctx context.Context, webhookID string, since, until
 		}
 		n, err = res.RowsAffected()
 		t.count(cFailed, -n)
+		t.notify = n > 0
 		return err
 	})
 	if err != nil {

@@ -464,6 +464,11 @@ type deliveryLoop struct {
 	loopDone  chan struct{}
 	workersWG sync.WaitGroup
 
+	// With PostgreSQL, a listener wakes the loop when any process commits
+	// due deliveries.
+	stopListen context.CancelFunc
+	listenDone chan struct{}
+
 	mu       sync.Mutex // guards the fields below
 	inflight int        // claimed and not finished: queued or being attempted
 	// suspects counts the attempts in flight of deliveries whose previous
@@ -535,6 +540,15 @@ func (l *deliveryLoop) start() {
 		go l.worker()
 	}
 	go l.run()
+	if l.d.st.pg {
+		ctx, cancel := context.WithCancel(l.ctx)
+		l.stopListen = cancel
+		l.listenDone = make(chan struct{})
+		go func() {
+			defer close(l.listenDone)
+			l.d.st.listen(ctx, l.wake)
+		}()
+	}
 }
 
 // wake asks the loop to look for due deliveries now.
@@ -551,6 +565,10 @@ func (l *deliveryLoop) wake() {
 func (l *deliveryLoop) stop(ctx context.Context) error {
 	close(l.stopc)
 	<-l.loopDone
+	if l.stopListen != nil {
+		l.stopListen()
+		<-l.listenDone
+	}
 	// Claimed deliveries that no worker has started go back to the queue
 	// as they were: they are not attempts.
 	for {
@@ -766,6 +784,13 @@ func (l *deliveryLoop) worker() {
 			// beside this one.
 			o := outcome{deliveryID: j.deliveryID, result: resultReleased}
 			d.st.submit(func(t *wtx) error { return t.complete(o) })
+			l.finish(finished{seq: j.hook.seq, hookID: j.hook.id, suspect: j.interrupted})
+			continue
+		}
+		if d.st.isOff(j.hook.seq) {
+			// Its webhook was disabled or deleted after the claim.
+			id := j.deliveryID
+			d.st.submit(func(t *wtx) error { return t.dropped(id) })
 			l.finish(finished{seq: j.hook.seq, hookID: j.hook.id, suspect: j.interrupted})
 			continue
 		}

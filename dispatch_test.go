@@ -510,7 +510,7 @@ func TestDeliveriesPagingAndRecover(t *testing.T) {
 
 func TestCloseWaitsForAttemptsInFlight(t *testing.T) {
 	cfg := testConfig()
-	d, err := Open(t.Context(), t.TempDir()+"/c.db", cfg)
+	d, err := Open(t.Context(), testDB(t), cfg)
 	require.NoError(t, err)
 	entered := make(chan struct{})
 	proceed := make(chan struct{})
@@ -544,7 +544,7 @@ func TestCloseWaitsForAttemptsInFlight(t *testing.T) {
 
 func TestCloseCancelsAttemptsWithoutCountingThem(t *testing.T) {
 	cfg := testConfig()
-	d, err := Open(t.Context(), t.TempDir()+"/c.db", cfg)
+	d, err := Open(t.Context(), testDB(t), cfg)
 	require.NoError(t, err)
 	entered := make(chan struct{}, 1)
 	var hang atomic.Bool
@@ -568,10 +568,11 @@ func TestCloseCancelsAttemptsWithoutCountingThem(t *testing.T) {
 	hang.Store(false)
 	d2 := openTestAt(t, d.st, cfg)
 	dl := onlyDelivery(t, d2, w.ID)
+	waitStatus(t, d2, dl.ID, StatusDelivered)
 	attempts, err := d2.Attempts(t.Context(), dl.ID)
 	require.NoError(t, err)
-	require.Empty(t, attempts, "a cancelled attempt is not recorded as a failure")
-	waitStatus(t, d2, dl.ID, StatusDelivered)
+	require.Len(t, attempts, 1, "a cancelled attempt is not recorded as a failure")
+	require.Equal(t, 200, attempts[0].StatusCode)
 	dl, err = d2.Delivery(t.Context(), dl.ID)
 	require.NoError(t, err)
 	require.Equal(t, 1, dl.Attempts, "the cancelled attempt did not use up the schedule")
@@ -590,7 +591,7 @@ func openTestAt(t testing.TB, old *store, cfg Config) *Dispatcher {
 }
 
 func TestMethodsAfterClose(t *testing.T) {
-	d, err := Open(t.Context(), t.TempDir()+"/x.db", testConfig())
+	d, err := Open(t.Context(), testDB(t), testConfig())
 	require.NoError(t, err)
 	require.NoError(t, d.Close(t.Context()))
 	ctx := t.Context()

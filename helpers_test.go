@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,8 +52,7 @@ func testConfig() Config {
 // ends.
 func openTest(t testing.TB, cfg Config) *Dispatcher {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "webhooks.db")
-	d, err := Open(context.Background(), path, cfg)
+	d, err := Open(context.Background(), testDB(t), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -70,7 +70,7 @@ func (d *Dispatcher) PublishTx(ctx context.Context, tx *sql.Tx, ev Event) (Publi
 	if err != nil {
 		return Published{}, err
 	}
-	n, dup, err := publishTx(ctx, tx, p, d.now())
+	n, dup, err := d.st.publishTx(ctx, tx, p, d.now())
 	if err != nil {
 		return Published{}, err
 	}

@@ -299,7 +299,7 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 		}
 		if _, err := t.exec(`INSERT INTO webhooks (id, url, format, events, secret, enabled, description, created_at, updated_at, disabled_reason, disabled_at, disabled_event_seq)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) FROM webhook_events))`,
-			w.ID, w.URL, string(w.Format), string(events), t.s.sealer.seal(w.ID, secret), w.Enabled, w.Description, ms(now), ms(now), w.DisabledReason, disabledAt); err != nil {
+			w.ID, w.URL, string(w.Format), string(events), t.s.sealer.seal(w.ID, secret), boolInt(w.Enabled), w.Description, ms(now), ms(now), w.DisabledReason, disabledAt); err != nil {
 			return fmt.Errorf("webhook: register: %w", err)
 		}
 		return t.registryChanged()
@@ -341,7 +341,7 @@ func (d *Dispatcher) Get(ctx context.Context, id string) (Webhook, error) {
 	if err := checkWebhookID(id); err != nil {
 		return Webhook{}, err
 	}
-	w, err := scanWebhook(d.st.rdb.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = ?`, id))
+	w, err := scanWebhook(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+webhookColumns+` FROM webhooks WHERE id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Webhook{}, ErrNotFound
 	}
@@ -453,6 +453,7 @@ func (d *Dispatcher) Update(ctx context.Context, id string, u WebhookUpdate) (We
 		if u.Enabled != nil && *u.Enabled != enabled {
 			if *u.Enabled {
 				_, err = t.exec(`UPDATE webhooks SET enabled = 1, disabled_reason = '', disabled_at = NULL, failure_streak = 0, streak_started_at = NULL WHERE seq = ?`, seq)
+				t.afterCommit(func() { t.s.off.Delete(seq) })
 			} else {
 				_, err = t.exec(`UPDATE webhooks SET enabled = 0, disabled_reason = 'disabled by request', disabled_at = ?,
 					disabled_event_seq = (SELECT COALESCE(MAX(seq), 0) FROM webhook_events) WHERE seq = ?`, now, seq)
@@ -549,6 +550,8 @@ func (d *Dispatcher) Enable(ctx context.Context, id string, opts EnableOptions) 
 				failure_streak = 0, streak_started_at = NULL, updated_at = ? WHERE seq = ?`, now, hookSeq); err != nil {
 				return fmt.Errorf("webhook: enable: %w", err)
 			}
+			seq := hookSeq
+			t.afterCommit(func() { t.s.off.Delete(seq) })
 			if err := t.registryChanged(); err != nil {
 				return err
 			}
@@ -614,12 +617,14 @@ func (d *Dispatcher) Enable(ctx context.Context, id string, opts EnableOptions) 
 			}
 			if ids != nil {
 				now := ms(t.now)
-				if _, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
-					SELECT value, ?, 0, ?, ?, ? FROM json_each(?)`, hookSeq, now, now, now, string(append(ids, ']'))); err != nil {
+				if _, err := t.exec(t.s.pick(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
+					SELECT value, ?, 0, ?, ?, ? FROM json_each(?)`, `INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
+					SELECT value::bigint, ?::bigint, 0, ?::bigint, ?::bigint, ?::bigint FROM json_array_elements_text(?::json)`), hookSeq, now, now, now, string(append(ids, ']'))); err != nil {
 					return err
 				}
 			}
 			next, added = last, n
+			t.notify = n > 0
 			return nil
 		})
 		if err != nil {

@@ -115,10 +115,12 @@ func (d *Dispatcher) prune(ctx context.Context, cutoff time.Time) (int, error) {
 				return nil
 			}
 			list := string(append(ids, ']'))
-			if _, err := t.exec(`DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT value FROM json_each(?))`, list); err != nil {
+			if _, err := t.exec(t.s.pick(`DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT value FROM json_each(?))`,
+				`DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT value::bigint FROM json_array_elements_text(?::json))`), list); err != nil {
 				return err
 			}
-			res, err := t.exec(`DELETE FROM webhook_deliveries WHERE id IN (SELECT value FROM json_each(?))`, list)
+			res, err := t.exec(t.s.pick(`DELETE FROM webhook_deliveries WHERE id IN (SELECT value FROM json_each(?))`,
+				`DELETE FROM webhook_deliveries WHERE id IN (SELECT value::bigint FROM json_array_elements_text(?::json))`), list)
 			if err != nil {
 				return err
 			}
@@ -169,7 +171,8 @@ func (d *Dispatcher) prune(ctx context.Context, cutoff time.Time) (int, error) {
 			if seqs == nil {
 				return nil
 			}
-			_, err = t.exec(`DELETE FROM webhook_events WHERE seq IN (SELECT value FROM json_each(?))`, string(append(seqs, ']')))
+			_, err = t.exec(t.s.pick(`DELETE FROM webhook_events WHERE seq IN (SELECT value FROM json_each(?))`,
+				`DELETE FROM webhook_events WHERE seq IN (SELECT value::bigint FROM json_array_elements_text(?::json))`), string(append(seqs, ']')))
 			if err == nil {
 				t.s.payloads.reset()
 			}

@@ -107,7 +107,7 @@ func (st *store) setupSealing(ctx context.Context, key []byte) error {
 	}
 	st.sealer = s
 	c := st.conn
-	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := c.ExecContext(ctx, st.q("BEGIN IMMEDIATE")); err != nil {
 		return fmt.Errorf("webhook: check secret key: %w", err)
 	}
 	err = func() error {
@@ -172,11 +172,11 @@ func (st *store) sealAll(ctx context.Context, s *sealer) error {
 		if r.prev != "" {
 			prev = s.seal(r.id, Secret(r.prev))
 		}
-		if _, err := c.ExecContext(ctx, `UPDATE webhooks SET secret = ?, prev_secret = ? WHERE seq = ?`, s.seal(r.id, Secret(r.secret)), prev, r.seq); err != nil {
+		if _, err := c.ExecContext(ctx, st.q(`UPDATE webhooks SET secret = ?, prev_secret = ? WHERE seq = ?`), s.seal(r.id, Secret(r.secret)), prev, r.seq); err != nil {
 			return err
 		}
 	}
-	_, err = c.ExecContext(ctx, `INSERT INTO webhook_settings (key, value) VALUES ('secret_key_check', ?)`, s.seal(keyCheckID, "ok"))
+	_, err = c.ExecContext(ctx, st.q(`INSERT INTO webhook_settings (key, value) VALUES ('secret_key_check', ?)`), s.seal(keyCheckID, "ok"))
 	return err
 }
 

@@ -49,7 +49,7 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 	if oldest.Valid {
 		s.OldestPendingAge = max(d.now().Sub(fromMS(oldest.Int64)), 0)
 	}
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(enabled = 0), 0) FROM webhooks`).Scan(&s.Webhooks, &s.DisabledWebhooks); err != nil {
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN enabled = 0 THEN 1 ELSE 0 END), 0) FROM webhooks`).Scan(&s.Webhooks, &s.DisabledWebhooks); err != nil {
 		return Stats{}, fmt.Errorf("webhook: stats: %w", err)
 	}
 	rows, err := db.QueryContext(ctx, `SELECT name, value FROM webhook_counters`)

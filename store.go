@@ -135,8 +135,10 @@ type store struct {
 	rdb  *sql.DB // reads
 	wdb  *sql.DB // writes; the host's db when not own
 	own  bool    // Open made the pools and Close closes them
-	path string  // the file, when Open made the pools
+	path string  // the file or URL, when Open made the pools
 	conn *sql.Conn
+	pg   bool     // the database is PostgreSQL
+	pgSQL sync.Map // query -> its PostgreSQL form
 
 	ops   chan *op
 	stopc chan struct{}
@@ -150,6 +152,7 @@ type store struct {
 	onDisable func(WebhookDisabled)
 	callbacks sync.WaitGroup
 
+	off      sync.Map // seqs of the webhooks this process disabled or deleted
 	sealer   *sealer  // nil: secrets are stored in clear
 	met      *metrics // nil: no metrics
 	started  bool
@@ -210,7 +213,7 @@ func openStore(ctx context.Context, path string, cfg Config) (*store, error) {
 
 // newStore uses a database that the host owns.
 func newStore(ctx context.Context, db *sql.DB, cfg Config) (*store, error) {
-	s := &store{cfg: cfg, rdb: db, wdb: db}
+	s := &store{cfg: cfg, rdb: db, wdb: db, pg: isPostgresDB(db)}
 	if err := s.init(ctx); err != nil {
 		return nil, err
 	}
@@ -225,6 +228,18 @@ func (s *store) init(ctx context.Context) error {
 		return fmt.Errorf("webhook: open database: %w", err)
 	}
 	s.conn = conn
+	if s.pg {
+		if err := s.migrate(ctx); err != nil {
+			conn.Close()
+			return err
+		}
+		if err := s.setupSealing(ctx, s.cfg.SecretKey); err != nil {
+			conn.Close()
+			return err
+		}
+		s.initWriter()
+		return nil
+	}
 	var mode string
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
 		conn.Close()
@@ -263,24 +278,38 @@ func (s *store) init(ctx context.Context) error {
 		conn.Close()
 		return err
 	}
+	s.initWriter()
+	return nil
+}
+
+func (s *store) initWriter() {
 	s.ops = make(chan *op, maxBatch)
 	s.stopc = make(chan struct{})
 	s.donec = make(chan struct{})
 	s.stmts = make(map[string]*sql.Stmt)
 	s.payloads = newPayloadCache(8 << 20)
-	return nil
 }
 
 // migrate applies the migrations that the database does not have yet.
 func (s *store) migrate(ctx context.Context) error {
 	c := s.conn
-	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	list := migrations
+	if s.pg {
+		list = pgMigrations
+	}
+	if _, err := c.ExecContext(ctx, s.q("BEGIN IMMEDIATE")); err != nil {
 		return fmt.Errorf("webhook: migrate: %w", err)
 	}
 	err := func() error {
+		if s.pg {
+			// Processes that start together migrate one after another.
+			if _, err := c.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7744501)`); err != nil {
+				return err
+			}
+		}
 		if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS webhook_schema_migrations (
 			version    INTEGER PRIMARY KEY,
-			applied_at INTEGER NOT NULL
+			applied_at BIGINT NOT NULL
 		)`); err != nil {
 			return err
 		}
@@ -288,14 +317,14 @@ func (s *store) migrate(ctx context.Context) error {
 		if err := c.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM webhook_schema_migrations").Scan(&have); err != nil {
 			return err
 		}
-		if have > len(migrations) {
-			return fmt.Errorf("database schema version %d is newer than this library knows (%d)", have, len(migrations))
+		if have > len(list) {
+			return fmt.Errorf("database schema version %d is newer than this library knows (%d)", have, len(list))
 		}
-		for v := have + 1; v <= len(migrations); v++ {
-			if _, err := c.ExecContext(ctx, migrations[v-1]); err != nil {
+		for v := have + 1; v <= len(list); v++ {
+			if _, err := c.ExecContext(ctx, list[v-1]); err != nil {
 				return fmt.Errorf("version %d: %w", v, err)
 			}
-			if _, err := c.ExecContext(ctx, "INSERT INTO webhook_schema_migrations (version, applied_at) VALUES (?, ?)", v, ms(time.Now())); err != nil {
+			if _, err := c.ExecContext(ctx, s.q("INSERT INTO webhook_schema_migrations (version, applied_at) VALUES (?, ?)"), v, ms(time.Now())); err != nil {
 				return err
 			}
 		}
@@ -453,7 +482,7 @@ func (o *op) reply(err error) {
 func (s *store) commit(ops []*op) (err error) {
 	ctx := context.Background()
 	t := &wtx{s: s, ctx: ctx, now: s.now()}
-	if _, err := s.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := s.conn.ExecContext(ctx, s.q("BEGIN IMMEDIATE")); err != nil {
 		s.failBatch(ops, err)
 		return fmt.Errorf("webhook: begin: %w", err)
 	}
@@ -475,6 +504,12 @@ func (s *store) commit(ops []*op) (err error) {
 	if err := t.flush(); err != nil {
 		s.failBatch(ops, err)
 		return err
+	}
+	if t.notify && s.pg {
+		if _, err := s.conn.ExecContext(ctx, `SELECT pg_notify('`+pgNotifyChannel+`', '')`); err != nil {
+			s.failBatch(ops, err)
+			return fmt.Errorf("webhook: notify: %w", err)
+		}
 	}
 	if _, err := s.conn.ExecContext(ctx, "COMMIT"); err != nil {
 		s.failBatch(ops, err)
@@ -505,6 +540,7 @@ type wtx struct {
 	hooks      map[int64]*hookDelta
 	counts     map[string]int64 // counter deltas, written by flush
 	outcomes   []outcome        // scheduled outcomes, written by flush
+	notify     bool             // deliveries became due: tell every process (PostgreSQL)
 }
 
 // count adds n to a counter of Stats, in this transaction.
@@ -532,7 +568,7 @@ func (t *wtx) stmt(query string) (*sql.Stmt, error) {
 	if st, ok := t.s.stmts[query]; ok {
 		return st, nil
 	}
-	st, err := t.s.conn.PrepareContext(t.ctx, query)
+	st, err := t.s.conn.PrepareContext(t.ctx, t.s.q(query))
 	if err != nil {
 		return nil, err
 	}
@@ -560,7 +596,7 @@ func (t *wtx) queryRow(query string, args ...any) *sql.Row {
 	st, err := t.stmt(query)
 	if err != nil {
 		// Surface the error through a Row that fails on Scan.
-		return t.s.conn.QueryRowContext(t.ctx, query, args...)
+		return t.s.conn.QueryRowContext(t.ctx, t.s.q(query), args...)
 	}
 	return st.QueryRowContext(t.ctx, args...)
 }
@@ -671,18 +707,16 @@ func (t *wtx) registryChanged() error {
 // subscribed to its type. It reports the number of deliveries and whether
 // the event was already stored (then nothing is written).
 func (t *wtx) publish(p preparedEvent) (int, bool, error) {
-	res, err := t.exec(`INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		p.id, p.typ, p.payload, ms(t.now))
+	var seq int64
+	err := t.queryRow(`INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq`,
+		p.id, p.typ, p.payload, ms(t.now)).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, true, nil // already stored
+	}
 	if err != nil {
 		return 0, false, fmt.Errorf("webhook: store event: %w", err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return 0, true, err
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return 0, false, err
-	}
+	t.notify = true
 	reg, err := t.registry()
 	if err != nil {
 		return 0, false, err
@@ -710,8 +744,9 @@ func (t *wtx) publish(p preparedEvent) (int, bool, error) {
 	}
 	buf = append(buf, ']')
 	now := ms(t.now)
-	if _, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
-		SELECT ?, value, 0, ?, ?, ? FROM json_each(?)`, seq, now, now, now, string(buf)); err != nil {
+	if _, err := t.exec(t.s.pick(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
+		SELECT ?, value, 0, ?, ?, ? FROM json_each(?)`, `INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
+		SELECT ?::bigint, value::bigint, 0, ?::bigint, ?::bigint, ?::bigint FROM json_array_elements_text(?::json)`), seq, now, now, now, string(buf)); err != nil {
 		return 0, false, fmt.Errorf("webhook: store deliveries: %w", err)
 	}
 	return n, false, nil
@@ -769,12 +804,11 @@ func (t *wtx) publishScore(p preparedEvent, seq int64, reg *regCache) (int, bool
 			}
 			own = ev.payload
 		}
-		res, err := t.exec(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at, payload) VALUES (?, ?, 0, ?, ?, ?, ?)`,
-			seq, h.seq, now, now, now, own)
-		if err != nil {
+		var id int64
+		if err := t.queryRow(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at, payload) VALUES (?, ?, 0, ?, ?, ?, ?) RETURNING id`,
+			seq, h.seq, now, now, now, own).Scan(&id); err != nil {
 			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
 		}
-		id, _ := res.LastInsertId()
 		if _, err := t.exec(`INSERT INTO webhook_collapse (webhook_seq, key, delivery_id, since) VALUES (?, ?, ?, ?)
 			ON CONFLICT (webhook_seq, key) DO UPDATE SET delivery_id = excluded.delivery_id, since = excluded.since`, h.seq, key, id, since); err != nil {
 			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
@@ -784,18 +818,15 @@ func (t *wtx) publishScore(p preparedEvent, seq int64, reg *regCache) (int, bool
 }
 
 // publishTx is publish inside a transaction of the host's.
-func publishTx(ctx context.Context, tx *sql.Tx, p preparedEvent, now time.Time) (int, bool, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		p.id, p.typ, p.payload, ms(now))
+func (s *store) publishTx(ctx context.Context, tx *sql.Tx, p preparedEvent, now time.Time) (int, bool, error) {
+	var seq int64
+	err := tx.QueryRowContext(ctx, s.q(`INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq`),
+		p.id, p.typ, p.payload, ms(now)).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, true, nil
+	}
 	if err != nil {
 		return 0, false, fmt.Errorf("webhook: store event: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return 0, true, err
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return 0, false, err
 	}
 	rows, err := tx.QueryContext(ctx, "SELECT seq, events FROM webhooks WHERE enabled = 1")
 	if err != nil {
@@ -819,7 +850,7 @@ func publishTx(ctx context.Context, tx *sql.Tx, p preparedEvent, now time.Time) 
 		return 0, false, fmt.Errorf("webhook: read registry: %w", err)
 	}
 	for _, hs := range targets {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?)`),
 			seq, hs, ms(now), ms(now), ms(now)); err != nil {
 			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
 		}
@@ -886,13 +917,18 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 	heldSet := map[int64]bool{}
 	for pass := 0; pass < 2; pass++ {
 		var rows *sql.Rows
+		// With PostgreSQL, the rows another process is claiming are
+		// skipped, and the rows looked at stay locked until the commit.
 		if pass == 0 {
-			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload, leased FROM webhook_deliveries
-				WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now, window)
+			rows, err = t.query(t.s.pick(`SELECT id, event_seq, webhook_seq, attempts, payload, leased FROM webhook_deliveries
+				WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, `SELECT id, event_seq, webhook_seq, attempts, payload, leased = 1 FROM webhook_deliveries
+				WHERE status = 0 AND next_at <= ? ORDER BY next_at LIMIT ? FOR UPDATE SKIP LOCKED`), now, window)
 		} else {
-			rows, err = t.query(`SELECT id, event_seq, webhook_seq, attempts, payload, leased FROM webhook_deliveries
+			rows, err = t.query(t.s.pick(`SELECT id, event_seq, webhook_seq, attempts, payload, leased FROM webhook_deliveries
 				WHERE status = 0 AND next_at <= ? AND webhook_seq NOT IN (SELECT value FROM json_each(?))
-				ORDER BY next_at LIMIT ?`, now, string(append(held, ']')), window)
+				ORDER BY next_at LIMIT ?`, `SELECT id, event_seq, webhook_seq, attempts, payload, leased = 1 FROM webhook_deliveries
+				WHERE status = 0 AND next_at <= ? AND webhook_seq NOT IN (SELECT value::bigint FROM json_array_elements_text(?::json))
+				ORDER BY next_at LIMIT ? FOR UPDATE SKIP LOCKED`), now, string(append(held, ']')), window)
 		}
 		if err != nil {
 			return out, fmt.Errorf("webhook: claim: %w", err)
@@ -969,7 +1005,8 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 			out.jobs = append(out.jobs, j)
 		}
 		if len(ids) > 0 {
-			if _, err := t.exec(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?, leased = 1 WHERE id IN (SELECT value FROM json_each(?))`,
+			if _, err := t.exec(t.s.pick(`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?, leased = 1 WHERE id IN (SELECT value FROM json_each(?))`,
+				`UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?, leased = 1 WHERE id IN (SELECT value::bigint FROM json_array_elements_text(?::json))`),
 				leaseUntil, string(append(ids, ']'))); err != nil {
 				return out, fmt.Errorf("webhook: claim: %w", err)
 			}
@@ -1040,7 +1077,9 @@ const (
 func (t *wtx) complete(o outcome) error {
 	now := ms(t.now)
 	if o.result == resultReleased {
-		_, err := t.exec(`UPDATE webhook_deliveries SET attempts = MAX(attempts - 1, 0), next_at = ?, leased = 0 WHERE id = ? AND status = 0`, now, o.deliveryID)
+		t.notify = true // due again, for whichever process
+		_, err := t.exec(t.s.pick(`UPDATE webhook_deliveries SET attempts = MAX(attempts - 1, 0), next_at = ?, leased = 0 WHERE id = ? AND status = 0`,
+			`UPDATE webhook_deliveries SET attempts = GREATEST(attempts - 1, 0), next_at = ?, leased = 0 WHERE id = ? AND status = 0`), now, o.deliveryID)
 		return err
 	}
 	if o.result == resultDelivered {
@@ -1171,14 +1210,17 @@ func (t *wtx) flushOutcomes() error {
 		}
 	}
 	t.outcomes = t.outcomes[:0]
-	if _, err := t.exec(`INSERT INTO webhook_attempts (delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response)
+	if _, err := t.exec(t.s.pick(`INSERT INTO webhook_attempts (delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response)
 		SELECT value->>0, value->>1, 0, value->>2, value->>3, value->>4, value->>5, value->>6, NULLIF(unhex(value->>7), x'')
-		FROM json_each(?)`, closeRows(att)); err != nil {
+		FROM json_each(?)`, `INSERT INTO webhook_attempts (delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response)
+		SELECT (value->>0)::bigint, (value->>1)::int, 0, (value->>2)::bigint, (value->>3)::bigint, (value->>4)::int, value->>5, value->>6, NULLIF(decode(value->>7, 'hex'), ''::bytea)
+		FROM json_array_elements(?::json)`), closeRows(att)); err != nil {
 		return fmt.Errorf("webhook: record attempts: %w", err)
 	}
 	if len(ok) > 0 {
-		res, err := t.exec(`UPDATE webhook_deliveries SET status = 1, updated_at = ?, last_status = j.value->>1, last_error = ''
-			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, now, closeRows(ok))
+		res, err := t.exec(t.s.pick(`UPDATE webhook_deliveries SET status = 1, updated_at = ?, last_status = j.value->>1, last_error = ''
+			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, `UPDATE webhook_deliveries SET status = 1, updated_at = ?, last_status = (j.value->>1)::int, last_error = ''
+			FROM json_array_elements(?::json) AS j WHERE webhook_deliveries.id = (j.value->>0)::bigint AND status = 0`), now, closeRows(ok))
 		if err != nil {
 			return fmt.Errorf("webhook: record outcomes: %w", err)
 		}
@@ -1186,14 +1228,16 @@ func (t *wtx) flushOutcomes() error {
 		t.count(cDelivered, n)
 	}
 	if len(retry) > 0 {
-		if _, err := t.exec(`UPDATE webhook_deliveries SET next_at = j.value->>3, leased = 0, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
-			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, now, closeRows(retry)); err != nil {
+		if _, err := t.exec(t.s.pick(`UPDATE webhook_deliveries SET next_at = j.value->>3, leased = 0, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
+			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, `UPDATE webhook_deliveries SET next_at = (j.value->>3)::bigint, leased = 0, updated_at = ?, last_status = (j.value->>1)::int, last_error = j.value->>2
+			FROM json_array_elements(?::json) AS j WHERE webhook_deliveries.id = (j.value->>0)::bigint AND status = 0`), now, closeRows(retry)); err != nil {
 			return fmt.Errorf("webhook: record outcomes: %w", err)
 		}
 	}
 	if len(fail) > 0 {
-		res, err := t.exec(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
-			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, now, closeRows(fail))
+		res, err := t.exec(t.s.pick(`UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_status = j.value->>1, last_error = j.value->>2
+			FROM json_each(?) AS j WHERE webhook_deliveries.id = j.value->>0 AND status = 0`, `UPDATE webhook_deliveries SET status = 2, updated_at = ?, last_status = (j.value->>1)::int, last_error = j.value->>2
+			FROM json_array_elements(?::json) AS j WHERE webhook_deliveries.id = (j.value->>0)::bigint AND status = 0`), now, closeRows(fail))
 		if err != nil {
 			return fmt.Errorf("webhook: record outcomes: %w", err)
 		}
@@ -1342,7 +1386,7 @@ func (t *wtx) flush() error {
 	}
 	t.hooks = nil
 	for name, n := range t.counts {
-		if _, err := t.exec(`INSERT INTO webhook_counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value`, name, n); err != nil {
+		if _, err := t.exec(`INSERT INTO webhook_counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = webhook_counters.value + excluded.value`, name, n); err != nil {
 			return fmt.Errorf("webhook: update counters: %w", err)
 		}
 	}
@@ -1393,7 +1437,24 @@ func (t *wtx) cancelPending(seq int64, why string) error {
 	}
 	n, _ := res.RowsAffected()
 	t.count(cCancelled, n)
+	t.afterCommit(func() { t.s.off.Store(seq, struct{}{}) })
 	return nil
+}
+
+// isOff reports whether this process disabled or deleted the webhook since
+// it started: a worker holding one of its deliveries, claimed just before,
+// then drops it instead of sending it.
+func (s *store) isOff(seq int64) bool {
+	_, off := s.off.Load(seq)
+	return off
+}
+
+// dropped records that a claimed delivery of a webhook disabled meanwhile
+// was not attempted: its claim is not counted.
+func (t *wtx) dropped(id int64) error {
+	_, err := t.exec(t.s.pick(`UPDATE webhook_deliveries SET attempts = MAX(attempts - 1, 0), leased = 0 WHERE id = ? AND status = 3`,
+		`UPDATE webhook_deliveries SET attempts = GREATEST(attempts - 1, 0), leased = 0 WHERE id = ? AND status = 3`), id)
+	return err
 }
 
 // ---------------------------------------------------------------------------
@@ -1439,4 +1500,12 @@ func (c *payloadCache) reset() {
 	c.m = make(map[int64]*cachedEvent)
 	c.order = nil
 	c.size = 0
+}
+
+// boolInt stores a bool as the INTEGER both dialects use.
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

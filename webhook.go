@@ -368,7 +368,11 @@ func Open(ctx context.Context, path string, cfg Config) (*Dispatcher, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, path, cfg)
+	open := openStore
+	if isPostgresURL(path) {
+		open = openPostgres
+	}
+	st, err := open(ctx, path, cfg)
 	if err != nil {
 		return nil, err
 	}
