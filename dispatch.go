@@ -802,7 +802,16 @@ func (l *deliveryLoop) worker() {
 				d.logFailure(j, o)
 			}
 		}
-		d.st.submit(func(t *wtx) error { return t.complete(o) })
+		if o.result == resultGone {
+			// The webhook is disabled by this outcome: wait for the
+			// commit, so that no delivery of it is claimed, or let
+			// through, once this worker's slot is free.
+			if err := d.st.submitWait(func(t *wtx) error { return t.complete(o) }); err != nil {
+				d.log.Error("webhook: recording an attempt failed", "webhook_id", j.hook.id, "delivery_id", j.deliveryID, "error", err)
+			}
+		} else {
+			d.st.submit(func(t *wtx) error { return t.complete(o) })
+		}
 		f := finished{seq: j.hook.seq, hookID: j.hook.id, ok: r.ok(), tried: !r.cancelled, breaker: breakerClass(r), at: time.Now(), suspect: j.interrupted}
 		if o.result == resultRetry {
 			f.retryAt = o.nextAt

@@ -297,6 +297,15 @@ func TestConcurrentPublishers(t *testing.T) {
 }
 
 // pendingCount counts the deliveries not yet settled.
+// unsettledCount counts the deliveries pending, and the cancelled ones a
+// worker still holds (it drops them, uncounted).
+func unsettledCount(t testing.TB, d *Dispatcher) int {
+	t.Helper()
+	var n int
+	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 0 OR (status = 3 AND leased = 1)`).Scan(&n))
+	return n
+}
+
 func pendingCount(t testing.TB, d *Dispatcher) int {
 	t.Helper()
 	var n int

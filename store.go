@@ -405,6 +405,14 @@ func (s *store) submit(fn func(*wtx) error) {
 	s.ops <- &op{ctx: context.Background(), fn: fn}
 }
 
+// submitWait queues fn like submit, and waits until it is committed (or
+// has failed), whatever becomes of the caller's context.
+func (s *store) submitWait(fn func(*wtx) error) error {
+	o := &op{ctx: context.Background(), fn: fn, done: make(chan error, 1)}
+	s.ops <- o
+	return <-o.done
+}
+
 func (s *store) loop() {
 	defer close(s.donec)
 	batch := make([]*op, 0, maxBatch)
