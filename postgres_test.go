@@ -1,0 +1,201 @@
+package webhook
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func init() { childConfigs["replica"] = replicaConfig }
+
+// replicaConfig is the configuration of each process in
+// TestPostgresProcesses: crashConfig's 3-second lease, so that a killed
+// replica's deliveries are taken over quickly, and 16 workers.
+func replicaConfig() Config {
+	cfg := crashConfig()
+	cfg.Workers = 16
+	cfg.Retention = -1
+	return cfg
+}
+
+// processesDeliveries is the size of TestPostgresProcesses: 100,000
+// deliveries unless WEBHOOK_TEST_PROCESSES_DELIVERIES says otherwise (a
+// multiple of 10, for its 10 webhooks).
+func processesDeliveries(t *testing.T) int {
+	n := 100_000
+	if v := os.Getenv("WEBHOOK_TEST_PROCESSES_DELIVERIES"); v != "" {
+		var err error
+		n, err = strconv.Atoi(v)
+		require.NoError(t, err)
+	}
+	return n / 10 * 10
+}
+
+// overlapReceiver records, for each delivery, how many times it arrived
+// and whether it ever arrived while an earlier request for it was still
+// being answered: two attempts at once.
+type overlapReceiver struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	seen     map[string]int
+	inFlight map[string]int
+	overlaps []string
+	total    int
+	half     chan struct{}
+	halfAt   int
+	all      chan struct{}
+	want     int
+}
+
+func newOverlapReceiver(t *testing.T, want int) *overlapReceiver {
+	rc := &overlapReceiver{seen: map[string]int{}, inFlight: map[string]int{}, half: make(chan struct{}), all: make(chan struct{}), want: want, halfAt: want / 2}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// One delivery is one event at one webhook: the path names the
+		// webhook, webhook-id the event.
+		key := r.URL.Path + " " + r.Header.Get(HeaderWebhookID)
+		rc.mu.Lock()
+		if rc.inFlight[key] > 0 {
+			rc.overlaps = append(rc.overlaps, key)
+		}
+		rc.inFlight[key]++
+		rc.seen[key]++
+		rc.total++
+		if rc.total == rc.halfAt {
+			close(rc.half)
+		}
+		if rc.seen[key] == 1 && len(rc.seen) == rc.want {
+			close(rc.all)
+		}
+		rc.mu.Unlock()
+		// A short answer, so that an attempt spans some time in which a
+		// second one could overlap it.
+		time.Sleep(200 * time.Microsecond)
+		w.WriteHeader(http.StatusNoContent)
+		rc.mu.Lock()
+		rc.inFlight[key]--
+		rc.mu.Unlock()
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+// Three processes that share one PostgreSQL database deliver 100,000
+// deliveries, and one of them is SIGKILLed halfway: every delivery arrives
+// at least once, no delivery is attempted by two processes at the same
+// time, and the database ends with every delivery delivered.
+func TestPostgresProcesses(t *testing.T) {
+	if !onPostgres() {
+		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
+	}
+	total := processesDeliveries(t)
+	events := total / 10
+	db := testDB(t)
+	rc := newOverlapReceiver(t, total)
+
+	// The parent publishes and never delivers.
+	pcfg := replicaConfig()
+	pcfg.DisableDelivery = true
+	pub := openTestAt(t, &store{path: db}, pcfg)
+	for i := range 10 {
+		_, err := pub.Register(t.Context(), Registration{URL: fmt.Sprintf("%s/h%d", rc.srv.URL, i), Events: []string{"*"}})
+		require.NoError(t, err)
+	}
+
+	// Three replicas, ready before the first event: LISTEN/NOTIFY wakes
+	// them as events are published.
+	var replicas []*child
+	for i := range 3 {
+		c := startModeChild(t, "replica", db, fmt.Sprintf("r%d", i), 0)
+		for line := range c.lines {
+			if line == "ready" {
+				break
+			}
+			require.NotContains(t, line, ":", "replica %d: %s", i, line)
+		}
+		replicas = append(replicas, c)
+	}
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < events; i += 8 {
+				res, err := pub.Publish(t.Context(), Event{ID: fmt.Sprintf("evt-%d", i), Type: EventJobComplete})
+				if err == nil && res.Deliveries != 10 {
+					err = fmt.Errorf("event %d fanned out to %d webhooks", i, res.Deliveries)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	published := time.Since(start)
+
+	select {
+	case <-rc.half:
+	case <-time.After(5 * time.Minute):
+		t.Fatal("half the deliveries did not arrive in 5 minutes")
+	}
+	replicas[0].kill()
+	killedAt := time.Since(start)
+
+	select {
+	case <-rc.all:
+	case <-time.After(5 * time.Minute):
+		rc.mu.Lock()
+		n := len(rc.seen)
+		rc.mu.Unlock()
+		t.Fatalf("only %d of %d deliveries arrived", n, total)
+	}
+	arrived := time.Since(start)
+
+	// The outcomes are recorded after the answers: wait for the last.
+	eventually(t, func() bool {
+		var n int
+		require.NoError(t, pub.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 1`).Scan(&n))
+		return n == total
+	}, "not every delivery recorded as delivered")
+	var pending, other int
+	require.NoError(t, pub.st.rdb.QueryRow(`SELECT COUNT(*) FILTER (WHERE status = 0), COUNT(*) FILTER (WHERE status NOT IN (0, 1)) FROM webhook_deliveries`).Scan(&pending, &other))
+	require.Zero(t, pending)
+	require.Zero(t, other, "failed or cancelled deliveries")
+
+	// No two attempts of one delivery overlapped, by the receiver's
+	// account and by the database's.
+	rc.mu.Lock()
+	overlaps := append([]string(nil), rc.overlaps...)
+	dups := rc.total - len(rc.seen)
+	requests := rc.total
+	rc.mu.Unlock()
+	require.Empty(t, overlaps, "deliveries attempted twice at the same time")
+	var overlapping int
+	require.NoError(t, pub.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_attempts b
+		ON a.delivery_id = b.delivery_id AND a.id < b.id
+		AND b.started_at * 1000 + 1000 <= a.started_at * 1000 + a.duration_us
+		AND a.started_at * 1000 + 1000 <= b.started_at * 1000 + b.duration_us`).Scan(&overlapping)) // started_at in ms (1 ms of slack), durations in µs
+	require.Zero(t, overlapping, "recorded attempts that overlap")
+
+	// Only the deliveries the killed replica had sent, without recording
+	// the answer, arrive twice: at most what its workers held.
+	held := replicaConfig().Workers * prefetch
+	require.LessOrEqual(t, dups, held, "duplicates beyond what the killed replica held")
+
+	t.Logf("%d deliveries by 3 processes, one SIGKILLed after %d: published in %s, killed at %s, all arrived at %s (%.0f/s); %d requests, %d duplicates, 0 overlaps",
+		total, total/2, published.Round(time.Millisecond), killedAt.Round(time.Millisecond), arrived.Round(time.Millisecond),
+		float64(total)/arrived.Seconds(), requests, dups)
+}
