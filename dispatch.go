@@ -669,7 +669,7 @@ func (l *deliveryLoop) claim(room int) (claimed, error) {
 	// plan takes what there is room for, holding the deliveries of
 	// webhooks at their cap or with an open breaker, and interrupted
 	// deliveries while one is in flight.
-	plan := func(seq int64, interrupted bool) planVerdict {
+	plan := func(seq int64, interrupted bool, leased int) planVerdict {
 		if takenN >= room {
 			return planFull
 		}
@@ -678,7 +678,9 @@ func (l *deliveryLoop) claim(room int) (claimed, error) {
 		if interrupted && l.suspects+suspectsN > 0 {
 			return planWait
 		}
-		inFlight := l.perHook[seq] + taken[seq]
+		// leased counts, with PostgreSQL, the live leases of every
+		// process, this one's among them.
+		inFlight := max(l.perHook[seq], leased) + taken[seq]
 		if inFlight >= l.limit(seq) || !l.breakers.allow(seq, inFlight, now) {
 			return planHold
 		}

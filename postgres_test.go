@@ -199,3 +199,48 @@ func TestPostgresProcesses(t *testing.T) {
 		total, total/2, published.Round(time.Millisecond), killedAt.Round(time.Millisecond), arrived.Round(time.Millisecond),
 		float64(total)/arrived.Seconds(), requests, dups)
 }
+
+// Two dispatchers that share one PostgreSQL database, as two replicas
+// would, together keep a webhook's cap (MaxInFlightPerWebhook): the
+// receiver never has more requests in progress than the cap of one.
+func TestPostgresCapAcrossProcesses(t *testing.T) {
+	if !onPostgres() {
+		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
+	}
+	const limit, events = 2, 40
+	var mu sync.Mutex
+	var now, peak, got int
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		now++
+		peak = max(peak, now)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		now--
+		got++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	db := testDB(t)
+	cfg := testConfig()
+	cfg.Workers = 8
+	cfg.MaxInFlightPerWebhook = limit
+	a := openTestAt(t, &store{path: db}, cfg)
+	b := openTestAt(t, &store{path: db}, cfg)
+	register(t, a, rc.url())
+	for i := range events {
+		d := a
+		if i%2 == 1 {
+			d = b
+		}
+		_, err := d.Publish(t.Context(), Event{Type: EventJobComplete})
+		require.NoError(t, err)
+	}
+	eventually(t, func() bool { return pendingCount(t, a) == 0 }, "deliveries still pending")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, events, got)
+	require.LessOrEqual(t, peak, limit, "requests in progress at once, by both dispatchers")
+	require.Equal(t, limit, peak, "the cap was reached, so the test means something")
+}

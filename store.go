@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -882,8 +883,10 @@ type job struct {
 
 // claimPlan decides about a due delivery of a webhook. interrupted
 // reports that the delivery's previous attempt never recorded an outcome:
-// its process died during it, perhaps because of it.
-type claimPlan func(webhookSeq int64, interrupted bool) planVerdict
+// its process died during it, perhaps because of it. leased counts the
+// webhook's deliveries whose leases are live in the database, those of
+// every process (PostgreSQL only; 0 with SQLite, which one process owns).
+type claimPlan func(webhookSeq int64, interrupted bool, leased int) planVerdict
 
 type planVerdict int
 
@@ -923,6 +926,13 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 	leaseUntil := ms(t.now.Add(lease))
 	var held []byte // JSON array of the held webhooks' seqs
 	heldSet := map[int64]bool{}
+	// With PostgreSQL, other processes attempt deliveries too: leased
+	// counts every process's live leases of the webhooks this claim may
+	// take from, and only one transaction at a time claims for a webhook.
+	var leased map[int64]int
+	if t.s.pg && plan != nil {
+		leased = map[int64]int{}
+	}
 	for pass := 0; pass < 2; pass++ {
 		var rows *sql.Rows
 		// With PostgreSQL, the rows another process is claiming are
@@ -963,6 +973,15 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 			return out, fmt.Errorf("webhook: claim: %w", err)
 		}
 		out.full = len(cands) == window
+		if leased != nil {
+			seqs := make([]int64, 0, len(cands))
+			for _, c := range cands {
+				seqs = append(seqs, c.hs)
+			}
+			if err := t.lockWebhooks(seqs, now, leased); err != nil {
+				return out, err
+			}
+		}
 		var ids []byte // the taken ones, as a JSON array
 		stopped := false
 	scan:
@@ -984,7 +1003,7 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 				continue
 			}
 			if plan != nil {
-				switch plan(c.hs, c.interrupted) {
+				switch plan(c.hs, c.interrupted, leased[c.hs]) {
 				case planFull:
 					stopped = true
 					break scan
@@ -1034,6 +1053,74 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 	}
 	out.next = nullMS(nextAt)
 	return out, nil
+}
+
+// claimLockSpace is the first key of the PostgreSQL advisory locks that
+// claims take per webhook (the second is the webhook's seq).
+const claimLockSpace = 0x77656268 // "webh"
+
+// lockWebhooks prepares a PostgreSQL claim to take deliveries of the
+// webhooks seqs not yet in leased: it takes each webhook's claim lock, a
+// transaction-scoped advisory lock, without waiting, and records how many
+// live leases the webhook has, in every process. A webhook another
+// transaction is claiming for is recorded as full, so its deliveries are
+// held. Since the count is read under the lock and after the previous
+// holder committed, a webhook's cap holds across processes.
+func (t *wtx) lockWebhooks(seqs []int64, now int64, leased map[int64]int) error {
+	var want []byte
+	seen := map[int64]bool{}
+	for _, seq := range seqs {
+		if _, done := leased[seq]; done || seen[seq] {
+			continue
+		}
+		seen[seq] = true
+		want = appendIDs(want, seq)
+	}
+	if want == nil {
+		return nil
+	}
+	rows, err := t.query(`SELECT v::bigint FROM json_array_elements_text(?::json) AS v
+		WHERE pg_try_advisory_xact_lock(?, (v::bigint % 2147483647)::int)`, string(append(want, ']')), claimLockSpace)
+	if err != nil {
+		return fmt.Errorf("webhook: claim: lock webhooks: %w", err)
+	}
+	var locked []byte
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			rows.Close()
+			return fmt.Errorf("webhook: claim: lock webhooks: %w", err)
+		}
+		delete(seen, seq)
+		leased[seq] = 0
+		locked = appendIDs(locked, seq)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("webhook: claim: lock webhooks: %w", err)
+	}
+	for seq := range seen {
+		leased[seq] = math.MaxInt32 // another process is claiming for it
+	}
+	if locked == nil {
+		return nil
+	}
+	rows, err = t.query(`SELECT webhook_seq, COUNT(*) FROM webhook_deliveries
+		WHERE status = 0 AND leased = 1 AND next_at > ? AND webhook_seq IN (SELECT v::bigint FROM json_array_elements_text(?::json) AS v)
+		GROUP BY webhook_seq`, now, string(append(locked, ']')))
+	if err != nil {
+		return fmt.Errorf("webhook: claim: count leases: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var n int
+		if err := rows.Scan(&seq, &n); err != nil {
+			return fmt.Errorf("webhook: claim: count leases: %w", err)
+		}
+		leased[seq] = n
+	}
+	return rows.Err()
 }
 
 func canRetry(p RetryPolicy, attempts int) bool {
