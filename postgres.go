@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -118,6 +119,25 @@ CREATE TABLE webhook_collapse (
 // isPostgresURL reports whether Open's path is a PostgreSQL URL.
 func isPostgresURL(path string) bool {
 	return strings.HasPrefix(path, "postgres://") || strings.HasPrefix(path, "postgresql://")
+}
+
+// pgLocks are the first keys of the PostgreSQL advisory locks the store
+// takes (the second is a webhook's seq, or 0). Advisory locks belong to
+// the whole database, so the keys are derived from the schema: two
+// dispatchers in two schemas of one database never wait for each other.
+type pgLocks struct {
+	migrate   int32 // held while migrating
+	claim     int32 // per webhook, while a claim takes its deliveries
+	retention int32 // held by the process that prunes
+}
+
+func newPGLocks(schema string) pgLocks {
+	key := func(kind string) int32 {
+		h := fnv.New32a()
+		h.Write([]byte("webhook/" + kind + "/" + schema))
+		return int32(h.Sum32())
+	}
+	return pgLocks{migrate: key("migrate"), claim: key("claim"), retention: key("retention")}
 }
 
 // isPostgresDB reports whether db uses the pgx driver.

@@ -244,3 +244,39 @@ func TestPostgresCapAcrossProcesses(t *testing.T) {
 	require.LessOrEqual(t, peak, limit, "requests in progress at once, by both dispatchers")
 	require.Equal(t, limit, peak, "the cap was reached, so the test means something")
 }
+
+// With PostgreSQL, one process at a time prunes: while another holds the
+// retention lock, prune deletes nothing; once it is free, prune works.
+func TestPostgresRetentionOneAtATime(t *testing.T) {
+	if !onPostgres() {
+		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
+	}
+	cfg := testConfig()
+	cfg.Retention = -1
+	d := openTest(t, cfg)
+	rc := newReceiver(t, nil)
+	register(t, d, rc.url())
+	for range 5 {
+		_, err := d.Publish(t.Context(), Event{Type: EventJobComplete})
+		require.NoError(t, err)
+	}
+	rc.waitFor(5)
+	eventually(t, func() bool { return pendingCount(t, d) == 0 }, "deliveries still pending")
+
+	// Another process's prune, as far as the database can tell.
+	other, err := d.st.rdb.Conn(t.Context())
+	require.NoError(t, err)
+	defer other.Close()
+	var ok bool
+	require.NoError(t, other.QueryRowContext(t.Context(), `SELECT pg_try_advisory_lock($1, 0)`, d.st.locks.retention).Scan(&ok))
+	require.True(t, ok)
+	n, err := d.prune(t.Context(), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, n, "pruned while another process held the lock")
+
+	_, err = other.ExecContext(t.Context(), `SELECT pg_advisory_unlock($1, 0)`, d.st.locks.retention)
+	require.NoError(t, err)
+	n, err = d.prune(t.Context(), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 4, n, "every settled delivery but the newest")
+}

@@ -60,6 +60,24 @@ func (r *retention) run() {
 // returns how many deliveries it deleted. Pending deliveries and their
 // events are kept, however old.
 func (d *Dispatcher) prune(ctx context.Context, cutoff time.Time) (int, error) {
+	if d.st.pg {
+		// With PostgreSQL, one process at a time prunes; the others skip
+		// their turn. The lock is the session's: it goes with the
+		// connection if the process dies.
+		conn, err := d.st.rdb.Conn(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("webhook: retention: %w", err)
+		}
+		defer conn.Close()
+		var mine bool
+		if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1, 0)`, d.st.locks.retention).Scan(&mine); err != nil {
+			return 0, fmt.Errorf("webhook: retention: %w", err)
+		}
+		if !mine {
+			return 0, nil
+		}
+		defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1, 0)`, d.st.locks.retention)
+	}
 	deleted := 0
 	// Deliveries, oldest first. IDs grow with time, so the walk stops at
 	// the first delivery created after the cutoff.

@@ -133,13 +133,14 @@ type store struct {
 	log *slog.Logger
 	now func() time.Time
 
-	rdb  *sql.DB // reads
-	wdb  *sql.DB // writes; the host's db when not own
-	own  bool    // Open made the pools and Close closes them
-	path string  // the file or URL, when Open made the pools
-	conn *sql.Conn
-	pg   bool     // the database is PostgreSQL
+	rdb   *sql.DB // reads
+	wdb   *sql.DB // writes; the host's db when not own
+	own   bool    // Open made the pools and Close closes them
+	path  string  // the file or URL, when Open made the pools
+	conn  *sql.Conn
+	pg    bool     // the database is PostgreSQL
 	pgSQL sync.Map // query -> its PostgreSQL form
+	locks pgLocks  // PostgreSQL advisory lock keys
 
 	ops   chan *op
 	stopc chan struct{}
@@ -230,6 +231,12 @@ func (s *store) init(ctx context.Context) error {
 	}
 	s.conn = conn
 	if s.pg {
+		var schema string
+		if err := conn.QueryRowContext(ctx, `SELECT COALESCE(current_schema(), '')`).Scan(&schema); err != nil {
+			conn.Close()
+			return fmt.Errorf("webhook: open database: %w", err)
+		}
+		s.locks = newPGLocks(schema)
 		if err := s.migrate(ctx); err != nil {
 			conn.Close()
 			return err
@@ -304,7 +311,7 @@ func (s *store) migrate(ctx context.Context) error {
 	err := func() error {
 		if s.pg {
 			// Processes that start together migrate one after another.
-			if _, err := c.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7744501)`); err != nil {
+			if _, err := c.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1, 0)`, s.locks.migrate); err != nil {
 				return err
 			}
 		}
@@ -1055,10 +1062,6 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 	return out, nil
 }
 
-// claimLockSpace is the first key of the PostgreSQL advisory locks that
-// claims take per webhook (the second is the webhook's seq).
-const claimLockSpace = 0x77656268 // "webh"
-
 // lockWebhooks prepares a PostgreSQL claim to take deliveries of the
 // webhooks seqs not yet in leased: it takes each webhook's claim lock, a
 // transaction-scoped advisory lock, without waiting, and records how many
@@ -1080,7 +1083,7 @@ func (t *wtx) lockWebhooks(seqs []int64, now int64, leased map[int64]int) error 
 		return nil
 	}
 	rows, err := t.query(`SELECT v::bigint FROM json_array_elements_text(?::json) AS v
-		WHERE pg_try_advisory_xact_lock(?, (v::bigint % 2147483647)::int)`, string(append(want, ']')), claimLockSpace)
+		WHERE pg_try_advisory_xact_lock(?, (v::bigint % 2147483647)::int)`, string(append(want, ']')), t.s.locks.claim)
 	if err != nil {
 		return fmt.Errorf("webhook: claim: lock webhooks: %w", err)
 	}
