@@ -1,14 +1,22 @@
 // Command host is a small SPARC-like service that embeds the webhook
 // library: it serves the library's management API (POST /webhooks, ...)
 // beside its own routes (POST /jobs, POST /scores, GET /healthz), runs
-// batch jobs and delivers their webhooks durably from SQLite.
+// batch jobs and delivers their webhooks durably from SQLite, or from
+// PostgreSQL when several replicas share the work.
 //
 //	go run ./examples/host -allow-private
+//
+// Several replicas side by side, on one PostgreSQL database: each serves
+// the same webhooks, and their deliveries are shared out among them.
+//
+//	go run ./examples/host -allow-private -addr 127.0.0.1:8080 -db postgres://user@127.0.0.1:5432/sparc
+//	go run ./examples/host -allow-private -addr 127.0.0.1:8081 -db postgres://user@127.0.0.1:5432/sparc
 //
 // Flags:
 //
 //	-addr           address to listen on (default 127.0.0.1:8080)
-//	-db             SQLite database file (default ./sparc-webhooks.db)
+//	-db             SQLite database file, or a postgres:// URL
+//	                (default ./sparc-webhooks.db)
 //	-allow-private  let deliveries reach loopback and private addresses,
 //	                for local development
 //	-token          require "Authorization: Bearer <token>" on every route
@@ -38,6 +46,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"net/http"
 	"os"
 	"os/signal"
@@ -76,7 +85,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
-	dbPath := fs.String("db", "./sparc-webhooks.db", "SQLite database file")
+	dbPath := fs.String("db", "./sparc-webhooks.db", "SQLite database file, or a postgres:// URL")
 	allowPrivate := fs.Bool("allow-private", false, "let deliveries reach loopback and private addresses (local development only)")
 	token := fs.String("token", os.Getenv("SPARC_API_TOKEN"), "bearer token required on every route but /healthz (default $SPARC_API_TOKEN)")
 	if err := fs.Parse(args); err != nil {
@@ -93,9 +102,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("deliveries may reach loopback and private addresses: use -allow-private for local development only",
 			"networks", strings.Join(privateNetworks, ","))
 	}
+	db := redactDB(*dbPath) // a URL's password never reaches the logs
 	d, err := webhook.Open(ctx, *dbPath, cfg)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", *dbPath, err)
+		return fmt.Errorf("open %s: %w", db, err)
 	}
 	jobs := sparc.New(d, sparc.Config{Logger: log})
 
@@ -123,7 +133,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("host listening", "url", "http://"+ln.Addr().String(), "db", *dbPath, "auth", *token != "")
+	log.Info("host listening", "url", "http://"+ln.Addr().String(), "db", db, "auth", *token != "")
 
 	select {
 	case <-ctx.Done():
@@ -183,4 +193,17 @@ func requireToken(token string, next http.Handler, open ...string) http.Handler 
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// redactDB returns the -db flag as it may be logged: a URL without its
+// password.
+func redactDB(db string) string {
+	if !strings.Contains(db, "://") {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		return "(a URL that does not parse)"
+	}
+	return u.Redacted()
 }

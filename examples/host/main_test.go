@@ -3,7 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -94,6 +100,91 @@ func TestHost(t *testing.T) {
 	}
 	require.Contains(t, logs.String(), "interrupted by the host shutting down")
 	require.Contains(t, logs.String(), "msg=stopped")
+}
+
+// startHost runs the host with args until the test ends, and returns its
+// base URL and its logs.
+func startHost(t *testing.T, args ...string) (string, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"-addr", "127.0.0.1:0", "-allow-private"}, args...), logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Error("the host did not shut down")
+		}
+	})
+	listening := regexp.MustCompile(`msg="host listening" url=(\S+)`)
+	var base string
+	require.Eventually(t, func() bool {
+		m := listening.FindStringSubmatch(logs.String())
+		if m != nil {
+			base = m[1]
+		}
+		return m != nil
+	}, 10*time.Second, 10*time.Millisecond, logs.String())
+	return base, logs
+}
+
+// Two replicas of the host on one PostgreSQL database act as one: a
+// webhook registered on one receives the event of a job run on the other.
+// It runs when WEBHOOK_TEST_POSTGRES_DSN names a database (.ci/run starts
+// one).
+func TestHostReplicasOnPostgres(t *testing.T) {
+	dsn := os.Getenv("WEBHOOK_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("needs PostgreSQL: set WEBHOOK_TEST_POSTGRES_DSN=postgres://user@127.0.0.1:5432/dbname (.ci/run starts one)")
+	}
+	admin, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	defer admin.Close()
+	schema := fmt.Sprintf("host_%d", os.Getpid())
+	_, err = admin.Exec("CREATE SCHEMA " + schema)
+	require.NoError(t, err)
+	defer admin.Exec("DROP SCHEMA " + schema + " CASCADE")
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	u.User = url.UserPassword(u.User.Username(), "pw-never-logged") // trust auth ignores it
+	db := u.String()
+
+	got := make(chan string, 16)
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("X-SPARC-Event")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer rc.Close()
+
+	a, logsA := startHost(t, "-db", db)
+	b, logsB := startHost(t, "-db", db)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	post := func(base, path, body string) int {
+		resp, err := hc.Post(base+path, "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusCreated, post(a, "/webhooks", `{"url":"`+rc.URL+`/hook","events":["job.complete"]}`))
+	require.Equal(t, http.StatusAccepted, post(b, "/jobs", `{"name":"replicated","items":2}`))
+	select {
+	case ev := <-got:
+		require.Equal(t, "job.complete", ev)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job run on one replica was not delivered to the webhook registered on the other")
+	}
+	for _, logs := range []*syncBuffer{logsA, logsB} {
+		require.NotContains(t, logs.String(), "pw-never-logged")
+		require.Contains(t, logs.String(), "xxxxx", "the password is redacted")
+	}
 }
 
 func TestHostBadArguments(t *testing.T) {
