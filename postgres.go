@@ -114,7 +114,18 @@ CREATE TABLE webhook_collapse (
 	PRIMARY KEY (webhook_seq, key)
 );
 `,
+	// The counters are sharded: each process adds to one of
+	// counterShards rows per counter.
+	`
+ALTER TABLE webhook_counters ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhook_counters DROP CONSTRAINT webhook_counters_pkey;
+ALTER TABLE webhook_counters ADD PRIMARY KEY (name, shard);
+`,
 }
+
+// counterShards is how many rows each counter is spread over with
+// PostgreSQL; a process picks one at random when it opens the database.
+const counterShards = 32
 
 // isPostgresURL reports whether Open's path is a PostgreSQL URL.
 func isPostgresURL(path string) bool {

@@ -68,9 +68,10 @@ func TestPrune(t *testing.T) {
 	var newest int64
 	require.NoError(t, d.st.rdb.QueryRow(`SELECT MAX(id) FROM webhook_deliveries`).Scan(&newest))
 	require.Greater(t, newest, maxID)
-	var attempts int
-	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id`).Scan(&attempts))
-	require.Equal(t, countRows(t, d, "webhook_attempts"), attempts, "no attempt outlives its delivery")
+	var orphans int
+	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_attempts WHERE delivery_id NOT IN (SELECT id FROM webhook_deliveries)`).Scan(&orphans))
+	require.Zero(t, orphans, "no attempt outlives its delivery")
+	require.Positive(t, countRows(t, d, "webhook_attempts"), "the kept deliveries' attempts stay")
 
 	// The stats still count what was delivered, the new event included.
 	eventually(t, func() bool { return pendingCount(t, d) == pending }, "the new event not delivered")

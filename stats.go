@@ -52,7 +52,8 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN enabled = 0 THEN 1 ELSE 0 END), 0) FROM webhooks`).Scan(&s.Webhooks, &s.DisabledWebhooks); err != nil {
 		return Stats{}, fmt.Errorf("webhook: stats: %w", err)
 	}
-	rows, err := db.QueryContext(ctx, `SELECT name, value FROM webhook_counters`)
+	rows, err := db.QueryContext(ctx, d.st.pick(`SELECT name, value FROM webhook_counters`,
+		`SELECT name, SUM(value)::bigint FROM webhook_counters GROUP BY name`)) // sharded with PostgreSQL
 	if err != nil {
 		return Stats{}, fmt.Errorf("webhook: stats: %w", err)
 	}

@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
+	"math/rand/v2"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -141,6 +144,7 @@ type store struct {
 	pg    bool     // the database is PostgreSQL
 	pgSQL sync.Map // query -> its PostgreSQL form
 	locks pgLocks  // PostgreSQL advisory lock keys
+	shard int      // PostgreSQL: this process's shard of webhook_counters
 
 	ops   chan *op
 	stopc chan struct{}
@@ -237,6 +241,7 @@ func (s *store) init(ctx context.Context) error {
 			return fmt.Errorf("webhook: open database: %w", err)
 		}
 		s.locks = newPGLocks(schema)
+		s.shard = rand.IntN(counterShards)
 		if err := s.migrate(ctx); err != nil {
 			conn.Close()
 			return err
@@ -1437,7 +1442,15 @@ func (t *wtx) flush() error {
 	if err := t.flushOutcomes(); err != nil {
 		return err
 	}
-	for seq, d := range t.hooks {
+	// Rows are written in one order (webhooks by seq, counters by name),
+	// so that with PostgreSQL two processes' commits never deadlock.
+	seqs := make([]int64, 0, len(t.hooks))
+	for seq := range t.hooks {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	for _, seq := range seqs {
+		d := t.hooks[seq]
 		var streak int
 		var started sql.NullInt64
 		var enabled bool
@@ -1483,8 +1496,17 @@ func (t *wtx) flush() error {
 		}
 	}
 	t.hooks = nil
-	for name, n := range t.counts {
-		if _, err := t.exec(`INSERT INTO webhook_counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = webhook_counters.value + excluded.value`, name, n); err != nil {
+	for _, name := range slices.Sorted(maps.Keys(t.counts)) {
+		n := t.counts[name]
+		var err error
+		if t.s.pg {
+			// Each process adds to its own shard of the counters, so
+			// that processes do not queue for one row.
+			_, err = t.exec(`INSERT INTO webhook_counters (name, shard, value) VALUES (?, ?, ?) ON CONFLICT (name, shard) DO UPDATE SET value = webhook_counters.value + excluded.value`, name, t.s.shard, n)
+		} else {
+			_, err = t.exec(`INSERT INTO webhook_counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = webhook_counters.value + excluded.value`, name, n)
+		}
+		if err != nil {
 			return fmt.Errorf("webhook: update counters: %w", err)
 		}
 	}
