@@ -1,6 +1,8 @@
 // Command bench measures github.com/sparc-webhooks/webhook against a raw
-// HTTP client and against the same job built on goqite and on River, and
-// prints a table (or, with -json, one JSON object). See README.md.
+// HTTP client and against the same job built on goqite and on River, and,
+// given a PostgreSQL URL, the library on PostgreSQL with 1, 2 and 3
+// processes sharing the database; it prints a table (or, with -json, one
+// JSON object). See README.md.
 //
 //	go run .                  # the full run, 12 to 20 minutes on 2 cores
 //	go run . -quick           # small sizes, well under 2 minutes
@@ -19,7 +21,7 @@ import (
 )
 
 // allModes are the modes, in the order they run.
-var allModes = []string{"raw", "webhook", "goqite", "river", "publish", "scale", "isolation"}
+var allModes = []string{"raw", "webhook", "goqite", "river", "publish", "scale", "isolation", "pg"}
 
 // sizes of a run.
 type sizes struct {
@@ -30,6 +32,7 @@ type sizes struct {
 	scaleSmall      int           // events of the small scale backlog
 	scaleLarge      int           // events of the large scale backlog
 	isolationEvents int           // events of the isolation backlog, each to 50 webhooks
+	pgEvents        int           // events of the pg backlog, each to `hooks` webhooks
 }
 
 var (
@@ -41,11 +44,11 @@ var (
 	// the backlog's size, and they are compared with a webhook run of the
 	// same size in the same round.
 	fullSizes = sizes{events: 10_000, peerEvents: 2_000, hooks: 10, publishDur: 3 * time.Second,
-		scaleSmall: 1_000, scaleLarge: 100_000, isolationEvents: 1_000}
+		scaleSmall: 1_000, scaleLarge: 100_000, isolationEvents: 1_000, pgEvents: 2_000}
 	// The quick run is for CI: every mode once at sizes that take seconds,
 	// so that the whole run stays well under 2 minutes on 2 busy cores.
 	quickSizes = sizes{events: 500, peerEvents: 100, hooks: 10, publishDur: 500 * time.Millisecond,
-		scaleSmall: 200, scaleLarge: 5_000, isolationEvents: 60}
+		scaleSmall: 200, scaleLarge: 5_000, isolationEvents: 60, pgEvents: 400}
 )
 
 func main() {
@@ -56,11 +59,13 @@ func main() {
 		only       = flag.String("only", "", "comma-separated modes to run: "+strings.Join(allModes, ","))
 		workers    = flag.Int("workers", 32, "concurrency shared by every mode: the library's Workers, the peers' workers, raw's senders")
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the first webhook drain to this file")
+		pgFlag     = flag.String("pg", "", "PostgreSQL URL for the pg mode (default: $"+strings.Join(pgDSNEnvs, ", else $")+"); without one, pg is skipped")
 
 		// Internal: how the binary runs as its own helper processes.
 		asReceiver = flag.Bool("receiver", false, "internal: run as the receiver process")
 		scaleDrain = flag.Bool("scale-drain", false, "internal: run as the scale mode's drain process")
-		dbPath     = flag.String("db", "", "internal: -scale-drain's database")
+		pgDrain    = flag.Bool("pg-drain", false, "internal: run as one of the pg mode's drain processes")
+		dbPath     = flag.String("db", "", "internal: -scale-drain's database, -pg-drain's PostgreSQL URL")
 		addr       = flag.String("addr", "", "internal: -scale-drain's receiver address")
 		want       = flag.Int("want", 0, "internal: -scale-drain's number of deliveries")
 	)
@@ -72,6 +77,9 @@ func main() {
 		return
 	case *scaleDrain:
 		exitOn(runScaleDrain(*dbPath, *addr, *want, *workers))
+		return
+	case *pgDrain:
+		exitOn(runPGDrain(*dbPath, *workers))
 		return
 	}
 
@@ -87,7 +95,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	rep, err := run(ctx, modes, sz, *rounds, *workers, *cpuProfile)
+	dsn, _ := pgDSN(*pgFlag)
+	rep, err := run(ctx, modes, sz, *rounds, *workers, *cpuProfile, dsn)
 	if rep != nil {
 		rep.quick = *quick
 		if *asJSON {
@@ -141,7 +150,7 @@ var startTime = time.Now()
 // run runs the selected modes and returns their report. An error of the
 // library or of the harness ends the run; a peer that cannot run is
 // reported in the report's errors instead.
-func run(ctx context.Context, modes map[string]bool, sz sizes, rounds, workers int, cpuProfile string) (*report, error) {
+func run(ctx context.Context, modes map[string]bool, sz sizes, rounds, workers int, cpuProfile, pgURL string) (*report, error) {
 	started := time.Now()
 	rep := newReport()
 	defer func() { rep.elapsed = time.Since(started).Seconds() }()
@@ -171,6 +180,14 @@ func run(ctx context.Context, modes map[string]bool, sz sizes, rounds, workers i
 	}
 	if modes["isolation"] {
 		if err := runIsolationMode(ctx, rep, rc, sz, rounds, workers); err != nil {
+			return rep, err
+		}
+	}
+	if modes["pg"] {
+		if pgURL == "" {
+			rep.skipped["pg"] = pgSkipReason()
+			progress("pg: skipped: %s", rep.skipped["pg"])
+		} else if err := runPGMode(ctx, rep, rc, sz, rounds, workers, pgURL); err != nil {
 			return rep, err
 		}
 	}

@@ -12,7 +12,9 @@ package main
 // a path that starts with /hang/ is never answered: the handler holds it
 // until the client gives up (closes the connection), and counts it apart.
 // Control endpoints, under /_/, let the parent reset the counters, read
-// them, and wait for a count without polling over the network.
+// them, and wait for a count without polling over the network. After a
+// reset with ?track=1 (the pg mode) the receiver also counts duplicates: a
+// request for a webhook and Webhook-Id it had answered before.
 
 import (
 	"bufio"
@@ -27,6 +29,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -40,6 +43,11 @@ type receiverCounts struct {
 	Hung     int64 `json:"hung"`     // requests to a hang path, held until the client left
 	Unsigned int64 `json:"unsigned"` // answered requests that lacked a signature header
 	Bytes    int64 `json:"bytes"`    // request body bytes read from answered requests
+	// Duplicates counts answered requests whose webhook (path and query)
+	// and Webhook-Id header the receiver had answered before since the last
+	// reset. It is only counted after a reset with ?track=1 (the pg mode),
+	// so that the other modes' receiver does no more than count.
+	Duplicates int64 `json:"duplicates"`
 }
 
 // runReceiver is the body of the receiver process.
@@ -48,18 +56,32 @@ func runReceiver() error {
 	if err != nil {
 		return err
 	}
-	var ok, hung, unsigned, nbytes atomic.Int64
+	var ok, hung, unsigned, nbytes, dups atomic.Int64
+	// With tracking on, seen holds every webhook and event ID answered
+	// since the reset, to count duplicates.
+	var (
+		tracking atomic.Bool
+		seenMu   sync.Mutex
+		seen     map[string]struct{}
+	)
 
 	mux := http.NewServeMux()
+	// /_/reset zeroes the counters; /_/reset?track=1 also starts counting
+	// duplicates, which the next plain reset stops.
 	mux.HandleFunc("/_/reset", func(w http.ResponseWriter, r *http.Request) {
+		seenMu.Lock()
+		seen = map[string]struct{}{}
+		tracking.Store(r.URL.Query().Get("track") == "1")
+		seenMu.Unlock()
 		ok.Store(0)
 		hung.Store(0)
 		unsigned.Store(0)
 		nbytes.Store(0)
+		dups.Store(0)
 		w.WriteHeader(http.StatusNoContent)
 	})
 	counts := func() receiverCounts {
-		return receiverCounts{OK: ok.Load(), Hung: hung.Load(), Unsigned: unsigned.Load(), Bytes: nbytes.Load()}
+		return receiverCounts{OK: ok.Load(), Hung: hung.Load(), Unsigned: unsigned.Load(), Bytes: nbytes.Load(), Duplicates: dups.Load()}
 	}
 	mux.HandleFunc("/_/count", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(counts())
@@ -95,6 +117,16 @@ func runReceiver() error {
 		nbytes.Add(n)
 		if r.Header.Get("Webhook-Signature") == "" || r.Header.Get("X-Sparc-Signature") == "" {
 			unsigned.Add(1)
+		}
+		if tracking.Load() {
+			key := r.URL.RequestURI() + " " + r.Header.Get("Webhook-Id")
+			seenMu.Lock()
+			if _, dup := seen[key]; dup {
+				dups.Add(1)
+			} else {
+				seen[key] = struct{}{}
+			}
+			seenMu.Unlock()
 		}
 		ok.Add(1)
 		w.WriteHeader(http.StatusNoContent)
@@ -170,8 +202,14 @@ func (r *receiver) close() {
 	}
 }
 
-func (r *receiver) reset() error {
-	resp, err := r.ctl.Post(r.url("/_/reset"), "", nil)
+func (r *receiver) reset() error { return r.resetTo("/_/reset") }
+
+// resetTracking resets the counters and has the receiver count duplicates
+// until the next reset.
+func (r *receiver) resetTracking() error { return r.resetTo("/_/reset?track=1") }
+
+func (r *receiver) resetTo(path string) error {
+	resp, err := r.ctl.Post(r.url(path), "", nil)
 	if err != nil {
 		return fmt.Errorf("reset receiver: %w", err)
 	}

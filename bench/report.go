@@ -25,6 +25,9 @@ type figure struct {
 	// when there is none. met is nil when there is no target.
 	target string
 	met    *bool
+	// format, when set, prints the value in the table (counts: "%.0f");
+	// otherwise formatValue does.
+	format string
 }
 
 // report gathers the figures of a run.
@@ -32,13 +35,14 @@ type report struct {
 	figures []figure
 	rounds  map[string][]float64 // per-round figures behind the medians
 	errors  map[string]string    // mode → why it has no figures
+	skipped map[string]string    // mode → why it did not run (pg without a DSN)
 	sizes   map[string]any
 	elapsed float64 // seconds, the whole run
 	quick   bool
 }
 
 func newReport() *report {
-	return &report{rounds: map[string][]float64{}, errors: map[string]string{}, sizes: map[string]any{}}
+	return &report{rounds: map[string][]float64{}, errors: map[string]string{}, skipped: map[string]string{}, sizes: map[string]any{}}
 }
 
 // add records a figure without a target.
@@ -58,6 +62,12 @@ func (r *report) addAtMost(key, mode, label, unit string, v, max float64, format
 	met := v <= max
 	r.figures = append(r.figures, figure{key: key, mode: mode, label: label, unit: unit, value: v,
 		target: "<= " + fmt.Sprintf(format, max), met: &met})
+}
+
+// addZeroCount records a count that should be zero, printed as an integer.
+func (r *report) addZeroCount(key, mode, label, unit string, v float64) {
+	r.addAtMost(key, mode, label, unit, v, 0, "%.0f")
+	r.figures[len(r.figures)-1].format = "%.0f"
 }
 
 // round records one round's value of key.
@@ -83,8 +93,8 @@ func machine() map[string]any {
 }
 
 // writeJSON writes the report as one JSON object: every figure under its
-// key, then "rounds", "targets", "errors", "sizes", "machine" and
-// "elapsed_s".
+// key, then "rounds", "targets", "errors", "skipped", "sizes", "machine"
+// and "elapsed_s".
 func (r *report) writeJSON(w io.Writer) error {
 	out := map[string]any{}
 	targets := map[string]any{}
@@ -103,6 +113,7 @@ func (r *report) writeJSON(w io.Writer) error {
 	out["rounds"] = rounds
 	out["targets"] = targets
 	out["errors"] = r.errors
+	out["skipped"] = r.skipped
 	out["sizes"] = r.sizes
 	out["machine"] = machine()
 	out["elapsed_s"] = round3(r.elapsed)
@@ -118,8 +129,13 @@ func (r *report) writeTable(w io.Writer) {
 	m := machine()
 	fmt.Fprintf(w, "machine: %v cores (GOMAXPROCS %v), %v, %v, %v\n", m["cores"], m["gomaxprocs"], m["cpu"], m["go"], m["os_arch"])
 	fmt.Fprintf(w, "sizes: %s\n\n", r.sizeLine())
+	if len(r.figures) == 0 {
+		fmt.Fprintln(w, "(no figures)")
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODE\tFIGURE\tVALUE\tUNIT\tTARGET\tMET")
+	if len(r.figures) > 0 {
+		fmt.Fprintln(tw, "MODE\tFIGURE\tVALUE\tUNIT\tTARGET\tMET")
+	}
 	for _, f := range r.figures {
 		met := ""
 		if f.met != nil {
@@ -128,7 +144,11 @@ func (r *report) writeTable(w io.Writer) {
 				met = "yes"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.mode, f.label, formatValue(f.value), f.unit, f.target, met)
+		v := formatValue(f.value)
+		if f.format != "" {
+			v = fmt.Sprintf(f.format, f.value)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.mode, f.label, v, f.unit, f.target, met)
 	}
 	tw.Flush()
 	if len(r.rounds) > 0 {
@@ -148,6 +168,9 @@ func (r *report) writeTable(w io.Writer) {
 	for mode, e := range r.errors {
 		fmt.Fprintf(w, "\n%s: NO NUMBERS: %s\n", mode, e)
 	}
+	for mode, why := range r.skipped {
+		fmt.Fprintf(w, "\n%s: SKIPPED: %s\n", mode, why)
+	}
 	if r.quick {
 		fmt.Fprintln(w, "\n-quick: small sizes; the targets are meant for the full run.")
 	}
@@ -156,7 +179,7 @@ func (r *report) writeTable(w io.Writer) {
 
 func (r *report) sizeLine() string {
 	var parts []string
-	for _, k := range []string{"workers", "events", "webhooks", "deliveries", "peer_deliveries", "publish_seconds", "scale_small_deliveries", "scale_large_deliveries", "isolation_deliveries", "rounds"} {
+	for _, k := range []string{"workers", "events", "webhooks", "deliveries", "peer_deliveries", "publish_seconds", "scale_small_deliveries", "scale_large_deliveries", "isolation_deliveries", "pg_deliveries", "pg_processes", "pg_server", "rounds"} {
 		if v, ok := r.sizes[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
 		}
