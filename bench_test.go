@@ -89,7 +89,7 @@ func BenchmarkClaim(b *testing.B) {
 			}
 		}
 	}
-	take := func(int64, bool, int) planVerdict { return planTake }
+	take := func(int64, bool, int, time.Time) planVerdict { return planTake }
 	b.ReportAllocs()
 	b.ResetTimer()
 	claimedN := 0

@@ -599,6 +599,10 @@ func (l *deliveryLoop) stop(ctx context.Context) error {
 	return err
 }
 
+// busyRetry is how soon a PostgreSQL claim looks again at deliveries left
+// because another process was claiming for their webhook.
+const busyRetry = 5 * time.Millisecond
+
 func (l *deliveryLoop) run() {
 	defer close(l.loopDone)
 	d := l.d
@@ -643,6 +647,11 @@ func (l *deliveryLoop) run() {
 				if !more && !got.next.IsZero() {
 					wait = min(wait, time.Until(got.next))
 				}
+				if got.busy {
+					// Another process was claiming for some webhooks: look
+					// again once its claim has committed.
+					wait = min(wait, busyRetry)
+				}
 				setTimer(wait)
 			}
 		}
@@ -669,7 +678,7 @@ func (l *deliveryLoop) claim(room int) (claimed, error) {
 	// plan takes what there is room for, holding the deliveries of
 	// webhooks at their cap or with an open breaker, and interrupted
 	// deliveries while one is in flight.
-	plan := func(seq int64, interrupted bool, leased int) planVerdict {
+	plan := func(seq int64, interrupted bool, leased int, breakerUntil time.Time) planVerdict {
 		if takenN >= room {
 			return planFull
 		}
@@ -681,7 +690,7 @@ func (l *deliveryLoop) claim(room int) (claimed, error) {
 		// leased counts, with PostgreSQL, the live leases of every
 		// process, this one's among them.
 		inFlight := max(l.perHook[seq], leased) + taken[seq]
-		if inFlight >= l.limit(seq) || !l.breakers.allow(seq, inFlight, now) {
+		if inFlight >= l.limit(seq) || !l.breakerAllows(seq, inFlight, breakerUntil, now) {
 			return planHold
 		}
 		taken[seq]++
@@ -745,11 +754,14 @@ func (l *deliveryLoop) finish(f finished) {
 	wake := false
 	if f.tried {
 		l.adapt(f.seq, f.ok, f.breaker)
-		if until := l.breakers.record(f.seq, f.breaker, f.at); !until.IsZero() {
-			l.hold(f.seq, f.hookID, until)
-			f.retryAt = until
+		// With PostgreSQL, the shared breaker is recorded with the outcome.
+		if !l.d.st.pg {
+			if until := l.breakers.record(f.seq, f.breaker, f.at); !until.IsZero() {
+				l.hold(f.seq, f.hookID, until)
+				f.retryAt = until
+			}
 		}
-	} else {
+	} else if !l.d.st.pg {
 		l.breakers.untried(f.seq) // a probe given back: another may go
 	}
 	if !f.retryAt.IsZero() && (l.dueAt.IsZero() || f.retryAt.Before(l.dueAt)) {
@@ -763,6 +775,19 @@ func (l *deliveryLoop) finish(f finished) {
 	if wake || room == l.d.cfg.Workers || len(l.jobs) == 0 || f.suspect {
 		l.wake()
 	}
+}
+
+// breakerAllows reports whether the webhook's circuit breaker lets a
+// delivery through now, given how many are in flight. With SQLite the
+// breaker is the loop's own; with PostgreSQL it is the one every process
+// shares (breakerUntil, read by the claim): once its cool-down has ended,
+// one delivery goes, as the probe, when none is in flight in any process.
+// l.mu must be held.
+func (l *deliveryLoop) breakerAllows(seq int64, inFlight int, breakerUntil, now time.Time) bool {
+	if !l.d.st.pg {
+		return l.breakers.allow(seq, inFlight, now)
+	}
+	return breakerUntil.IsZero() || (!now.Before(breakerUntil) && inFlight == 0)
 }
 
 // hold postpones a webhook's pending deliveries until its breaker's
@@ -798,6 +823,7 @@ func (l *deliveryLoop) worker() {
 		}
 		r := d.sender.send(l.ctx, j, now)
 		o := d.decide(j, r, d.now())
+		o.breaker = breakerClass(r)
 		if o.result != resultReleased {
 			d.met.attempt(j.trigger, r.class, r.duration)
 			if !r.ok() {

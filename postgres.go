@@ -121,6 +121,13 @@ ALTER TABLE webhook_counters ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE webhook_counters DROP CONSTRAINT webhook_counters_pkey;
 ALTER TABLE webhook_counters ADD PRIMARY KEY (name, shard);
 `,
+	// The circuit breaker lives on the webhook's row, shared by every
+	// process (with SQLite, in the delivery loop's memory).
+	`
+ALTER TABLE webhooks ADD COLUMN breaker_fails INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhooks ADD COLUMN breaker_open_until BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE webhooks ADD COLUMN breaker_cooldown_ms BIGINT NOT NULL DEFAULT 0;
+`,
 }
 
 // counterShards is how many rows each counter is spread over with

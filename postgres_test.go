@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,4 +280,63 @@ func TestPostgresRetentionOneAtATime(t *testing.T) {
 	n, err = d.prune(t.Context(), time.Now().Add(time.Hour))
 	require.NoError(t, err)
 	require.Equal(t, 4, n, "every settled delivery but the newest")
+}
+
+// Two dispatchers on one PostgreSQL database share a webhook's circuit
+// breaker: once it opens, neither sends during the cool-down, and after it
+// one probe at a time goes out, from either. With a breaker per process,
+// the process whose breaker never opened would send every held delivery
+// as soon as the cool-down ended.
+func TestPostgresBreakerAcrossProcesses(t *testing.T) {
+	if !onPostgres() {
+		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
+	}
+	cfg := testConfig()
+	cfg.Workers = 4
+	cfg.MaxInFlightPerWebhook = 4
+	cfg.BreakerThreshold = 3
+	cfg.BreakerCooldown = 400 * time.Millisecond
+	cfg.BreakerMaxCooldown = 400 * time.Millisecond
+	sched := make([]time.Duration, 50)
+	for i := range sched {
+		sched[i] = time.Millisecond
+	}
+	cfg.RetryPolicy = &ScheduleRetryPolicy{Schedule: sched}
+	logs := &logBuffer{}
+	cfg.Logger = logs.logger()
+
+	var opened atomic.Bool
+	var after gauge // requests that arrived once the breaker had opened
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		if opened.Load() {
+			after.enter()
+			defer after.leave()
+			time.Sleep(30 * time.Millisecond) // let a second probe overlap, if one were sent
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	db := testDB(t)
+	a := openTestAt(t, &store{path: db}, cfg)
+	register(t, a, rc.url())
+	for range 20 {
+		_, err := a.Publish(t.Context(), Event{Type: EventJobComplete})
+		require.NoError(t, err)
+	}
+	eventually(t, func() bool { return containsLine(logs.String(), "circuit breaker open") }, "the breaker never opened")
+	// A second replica starts while the breaker is open. It has seen no
+	// failure itself, and would not open a breaker of its own before many
+	// (its threshold is high): it must keep to the shared one.
+	bcfg := cfg
+	bcfg.BreakerThreshold = 1000
+	b := openTestAt(t, &store{path: db}, bcfg)
+	_, err := b.Publish(t.Context(), Event{Type: EventJobComplete})
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond) // attempts in flight when it opened end
+	opened.Store(true)
+	time.Sleep(3 * cfg.BreakerCooldown)
+	_, most, total := after.read()
+	require.LessOrEqual(t, most, 1, "one probe at a time, across both dispatchers")
+	require.GreaterOrEqual(t, total, 1, "a probe went out after the cool-down")
+	require.LessOrEqual(t, total, 4, "about one probe per cool-down (3 in this window), not a flood")
+	require.Equal(t, 21, pendingCount(t, a), "held deliveries keep their attempts")
 }

@@ -898,7 +898,10 @@ type job struct {
 // its process died during it, perhaps because of it. leased counts the
 // webhook's deliveries whose leases are live in the database, those of
 // every process (PostgreSQL only; 0 with SQLite, which one process owns).
-type claimPlan func(webhookSeq int64, interrupted bool, leased int) planVerdict
+//
+// With PostgreSQL, breakerUntil is when the webhook's circuit breaker, which
+// every process shares, ends its cool-down (zero while it is closed).
+type claimPlan func(webhookSeq int64, interrupted bool, leased int, breakerUntil time.Time) planVerdict
 
 type planVerdict int
 
@@ -912,6 +915,10 @@ const (
 // claimed is what claim found.
 type claimed struct {
 	jobs []job
+	// busy reports, with PostgreSQL, due deliveries left because another
+	// process was claiming for their webhook at the same moment: worth
+	// another look soon.
+	busy bool
 	// held reports due deliveries left for later because their webhook
 	// was at its cap or its breaker was open.
 	held bool
@@ -942,8 +949,10 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 	// counts every process's live leases of the webhooks this claim may
 	// take from, and only one transaction at a time claims for a webhook.
 	var leased map[int64]int
+	var breakerUntil map[int64]time.Time
 	if t.s.pg && plan != nil {
 		leased = map[int64]int{}
+		breakerUntil = map[int64]time.Time{}
 	}
 	for pass := 0; pass < 2; pass++ {
 		var rows *sql.Rows
@@ -990,9 +999,11 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 			for _, c := range cands {
 				seqs = append(seqs, c.hs)
 			}
-			if err := t.lockWebhooks(seqs, now, leased); err != nil {
+			busy, err := t.lockWebhooks(seqs, now, leased, breakerUntil)
+			if err != nil {
 				return out, err
 			}
+			out.busy = out.busy || busy
 		}
 		var ids []byte // the taken ones, as a JSON array
 		stopped := false
@@ -1015,7 +1026,7 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 				continue
 			}
 			if plan != nil {
-				switch plan(c.hs, c.interrupted, leased[c.hs]) {
+				switch plan(c.hs, c.interrupted, leased[c.hs], breakerUntil[c.hs]) {
 				case planFull:
 					stopped = true
 					break scan
@@ -1070,11 +1081,13 @@ func (t *wtx) claim(window int, lease time.Duration, policy RetryPolicy, plan cl
 // lockWebhooks prepares a PostgreSQL claim to take deliveries of the
 // webhooks seqs not yet in leased: it takes each webhook's claim lock, a
 // transaction-scoped advisory lock, without waiting, and records how many
-// live leases the webhook has, in every process. A webhook another
-// transaction is claiming for is recorded as full, so its deliveries are
-// held. Since the count is read under the lock and after the previous
-// holder committed, a webhook's cap holds across processes.
-func (t *wtx) lockWebhooks(seqs []int64, now int64, leased map[int64]int) error {
+// live leases the webhook has, in every process, and until when its shared
+// circuit breaker is open. A webhook another transaction is claiming for
+// is recorded as full, so its deliveries are held, and busy is true. Since
+// the count is read under the lock and after the previous holder
+// committed, a webhook's cap, and its breaker's single probe, hold across
+// processes.
+func (t *wtx) lockWebhooks(seqs []int64, now int64, leased map[int64]int, breakerUntil map[int64]time.Time) (busy bool, err error) {
 	var want []byte
 	seen := map[int64]bool{}
 	for _, seq := range seqs {
@@ -1085,19 +1098,20 @@ func (t *wtx) lockWebhooks(seqs []int64, now int64, leased map[int64]int) error 
 		want = appendIDs(want, seq)
 	}
 	if want == nil {
-		return nil
+		return false, nil
 	}
+	fail := func(err error) (bool, error) { return false, fmt.Errorf("webhook: claim: lock webhooks: %w", err) }
 	rows, err := t.query(`SELECT v::bigint FROM json_array_elements_text(?::json) AS v
 		WHERE pg_try_advisory_xact_lock(?, (v::bigint % 2147483647)::int)`, string(append(want, ']')), t.s.locks.claim)
 	if err != nil {
-		return fmt.Errorf("webhook: claim: lock webhooks: %w", err)
+		return fail(err)
 	}
 	var locked []byte
 	for rows.Next() {
 		var seq int64
 		if err := rows.Scan(&seq); err != nil {
 			rows.Close()
-			return fmt.Errorf("webhook: claim: lock webhooks: %w", err)
+			return fail(err)
 		}
 		delete(seen, seq)
 		leased[seq] = 0
@@ -1105,30 +1119,52 @@ func (t *wtx) lockWebhooks(seqs []int64, now int64, leased map[int64]int) error 
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("webhook: claim: lock webhooks: %w", err)
+		return fail(err)
 	}
 	for seq := range seen {
 		leased[seq] = math.MaxInt32 // another process is claiming for it
+		busy = true
 	}
 	if locked == nil {
-		return nil
+		return busy, nil
 	}
+	list := string(append(locked, ']'))
 	rows, err = t.query(`SELECT webhook_seq, COUNT(*) FROM webhook_deliveries
 		WHERE status = 0 AND leased = 1 AND next_at > ? AND webhook_seq IN (SELECT v::bigint FROM json_array_elements_text(?::json) AS v)
-		GROUP BY webhook_seq`, now, string(append(locked, ']')))
+		GROUP BY webhook_seq`, now, list)
 	if err != nil {
-		return fmt.Errorf("webhook: claim: count leases: %w", err)
+		return fail(err)
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var seq int64
 		var n int
 		if err := rows.Scan(&seq, &n); err != nil {
-			return fmt.Errorf("webhook: claim: count leases: %w", err)
+			rows.Close()
+			return fail(err)
 		}
 		leased[seq] = n
 	}
-	return rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	rows, err = t.query(`SELECT seq, breaker_open_until FROM webhooks
+		WHERE breaker_open_until != 0 AND seq IN (SELECT v::bigint FROM json_array_elements_text(?::json) AS v)`, list)
+	if err != nil {
+		return fail(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq, until int64
+		if err := rows.Scan(&seq, &until); err != nil {
+			return fail(err)
+		}
+		breakerUntil[seq] = fromMS(until)
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	return busy, nil
 }
 
 func canRetry(p RetryPolicy, attempts int) bool {
@@ -1153,6 +1189,7 @@ func (t *wtx) event(seq int64) (*cachedEvent, error) {
 type outcome struct {
 	deliveryID int64
 	hookSeq    int64
+	breaker    bool // it failed in a way that counts for the circuit breaker
 	attempt    int
 	trigger    Trigger
 	started    time.Time
@@ -1193,7 +1230,7 @@ func (t *wtx) complete(o outcome) error {
 	if o.trigger == TriggerScheduled && (o.result == resultDelivered || o.result == resultRetry || o.result == resultFailed) {
 		// The common case: written with the batch's others in flush.
 		t.outcomes = append(t.outcomes, o)
-		t.hookOutcome(o.hookSeq, o.result == resultDelivered, t.now)
+		t.hookOutcome(o.hookSeq, o.result == resultDelivered, o.breaker, t.now)
 		return nil
 	}
 	if err := t.insertAttempt(o); err != nil {
@@ -1240,7 +1277,7 @@ func (t *wtx) complete(o outcome) error {
 	if o.trigger == TriggerTest {
 		return nil
 	}
-	t.hookOutcome(o.hookSeq, o.result == resultDelivered, t.now)
+	t.hookOutcome(o.hookSeq, o.result == resultDelivered, o.breaker, t.now)
 	if o.result == resultGone {
 		return t.disable(o.hookSeq, "the endpoint answered 410 Gone")
 	}
@@ -1413,9 +1450,12 @@ type hookDelta struct {
 	failures     int   // failures since the latest success (or since the batch began)
 	firstFailure int64 // time of the first of those failures
 	lastFailure  int64
+	// For the circuit breaker shared by PostgreSQL processes:
+	breakerReset bool // an outcome that does not count closed it
+	breakerFails int  // failures that count since then (or since the batch began)
 }
 
-func (t *wtx) hookOutcome(seq int64, ok bool, at time.Time) {
+func (t *wtx) hookOutcome(seq int64, ok, breaker bool, at time.Time) {
 	if t.hooks == nil {
 		t.hooks = make(map[int64]*hookDelta)
 	}
@@ -1423,6 +1463,11 @@ func (t *wtx) hookOutcome(seq int64, ok bool, at time.Time) {
 	if d == nil {
 		d = &hookDelta{}
 		t.hooks[seq] = d
+	}
+	if breaker {
+		d.breakerFails++
+	} else {
+		d.breakerReset, d.breakerFails = true, 0
 	}
 	if ok {
 		d.success, d.lastSuccess, d.failures, d.firstFailure = true, ms(at), 0, 0
@@ -1459,8 +1504,10 @@ func (t *wtx) flush() error {
 			// All went well: the row is written only if its streak needs
 			// clearing or its last success is more than a second old, so
 			// that a busy webhook does not rewrite its page every commit.
-			if _, err := t.exec(`UPDATE webhooks SET failure_streak = 0, streak_started_at = NULL, last_success_at = ?
+			if _, err := t.exec(t.s.pick(`UPDATE webhooks SET failure_streak = 0, streak_started_at = NULL, last_success_at = ?
 				WHERE seq = ? AND (failure_streak != 0 OR last_success_at IS NULL OR last_success_at < ?)`,
+				`UPDATE webhooks SET failure_streak = 0, streak_started_at = NULL, last_success_at = ?, breaker_fails = 0, breaker_open_until = 0, breaker_cooldown_ms = 0
+				WHERE seq = ? AND (failure_streak != 0 OR last_success_at IS NULL OR last_success_at < ? OR breaker_fails != 0 OR breaker_open_until != 0)`),
 				d.lastSuccess, seq, d.lastSuccess-1000); err != nil {
 				return fmt.Errorf("webhook: record webhook outcome: %w", err)
 			}
@@ -1486,6 +1533,11 @@ func (t *wtx) flush() error {
 		}
 		if err != nil {
 			return fmt.Errorf("webhook: record webhook outcome: %w", err)
+		}
+		if t.s.pg {
+			if err := t.sharedBreaker(seq, d); err != nil {
+				return err
+			}
 		}
 		if enabled && streak >= t.s.cfg.DisableAfterFailures && started.Valid &&
 			t.now.Sub(fromMS(started.Int64)) >= t.s.cfg.DisableAfterPeriod {
@@ -1514,6 +1566,72 @@ func (t *wtx) flush() error {
 		t.afterCommit(func() { t.s.met.settled(counts) })
 	}
 	t.counts = nil
+	return nil
+}
+
+// sharedBreaker applies a batch's outcomes to a webhook's circuit breaker
+// as PostgreSQL keeps it, on the webhook's row, for every process: the
+// same rule as the in-memory breaker that serves SQLite (see breaker).
+// When the breaker opens, the webhook's pending deliveries are held until
+// its cool-down ends; the claims of every process then let one probe
+// through (see lockWebhooks).
+func (t *wtx) sharedBreaker(seq int64, d *hookDelta) error {
+	cfg := t.s.cfg
+	if cfg.BreakerThreshold < 0 {
+		return nil
+	}
+	if d.breakerFails == 0 {
+		if !d.breakerReset {
+			return nil
+		}
+		_, err := t.exec(`UPDATE webhooks SET breaker_fails = 0, breaker_open_until = 0, breaker_cooldown_ms = 0
+			WHERE seq = ? AND (breaker_fails != 0 OR breaker_open_until != 0)`, seq)
+		if err != nil {
+			return fmt.Errorf("webhook: record circuit breaker: %w", err)
+		}
+		return nil
+	}
+	var id string
+	var fails int
+	var openUntil, cooldown int64
+	err := t.queryRow(`SELECT id, breaker_fails, breaker_open_until, breaker_cooldown_ms FROM webhooks WHERE seq = ? FOR UPDATE`, seq).Scan(&id, &fails, &openUntil, &cooldown)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("webhook: record circuit breaker: %w", err)
+	}
+	now := ms(t.now)
+	if d.breakerReset {
+		fails, openUntil, cooldown = 0, 0, 0
+	}
+	fails += d.breakerFails
+	opened := false
+	switch {
+	case openUntil != 0 && now >= openUntil:
+		// The probe failed: open again, for twice as long.
+		cooldown = min(2*cooldown, cfg.BreakerMaxCooldown.Milliseconds())
+		opened = true
+	case openUntil == 0 && fails >= cfg.BreakerThreshold:
+		cooldown = cfg.BreakerCooldown.Milliseconds()
+		opened = true
+	}
+	if opened {
+		openUntil = now + cooldown
+	}
+	if _, err := t.exec(`UPDATE webhooks SET breaker_fails = ?, breaker_open_until = ?, breaker_cooldown_ms = ? WHERE seq = ?`, fails, openUntil, cooldown, seq); err != nil {
+		return fmt.Errorf("webhook: record circuit breaker: %w", err)
+	}
+	if !opened {
+		return nil
+	}
+	if _, err := t.exec(`UPDATE webhook_deliveries SET next_at = ? WHERE webhook_seq = ? AND status = 0 AND next_at < ?`, openUntil, seq, openUntil); err != nil {
+		return fmt.Errorf("webhook: record circuit breaker: %w", err)
+	}
+	until := fromMS(openUntil)
+	t.afterCommit(func() {
+		t.s.log.Warn("webhook circuit breaker open: holding the webhook's deliveries", "webhook_id", id, "until", until.UTC().Format(time.RFC3339Nano))
+	})
 	return nil
 }
 
