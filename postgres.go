@@ -147,6 +147,10 @@ type pgLocks struct {
 	migrate   int32 // held while migrating
 	claim     int32 // per webhook, while a claim takes its deliveries
 	retention int32 // held by the process that prunes
+	// channel is the LISTEN/NOTIFY channel on which a commit that made
+	// deliveries due wakes the workers of every process. Channels too
+	// belong to the whole database: its name is the schema's.
+	channel string
 }
 
 func newPGLocks(schema string) pgLocks {
@@ -155,7 +159,8 @@ func newPGLocks(schema string) pgLocks {
 		h.Write([]byte("webhook/" + kind + "/" + schema))
 		return int32(h.Sum32())
 	}
-	return pgLocks{migrate: key("migrate"), claim: key("claim"), retention: key("retention")}
+	return pgLocks{migrate: key("migrate"), claim: key("claim"), retention: key("retention"),
+		channel: fmt.Sprintf("webhook_deliveries_%08x", uint32(key("channel")))}
 }
 
 // isPostgresDB reports whether db uses the pgx driver.
@@ -231,9 +236,6 @@ func pgTranslate(query string) string {
 	return b.String()
 }
 
-// pgNotifyChannel is the channel on which a commit that made deliveries
-// due tells every process.
-const pgNotifyChannel = "webhook_deliveries"
 
 // listen wakes the delivery loop whenever another process (or this one)
 // commits due deliveries, until ctx ends. It holds one connection of the
@@ -265,10 +267,10 @@ func (s *store) listenOnce(ctx context.Context, wake func()) error {
 			return errors.New("not a pgx connection")
 		}
 		pc := c.Conn()
-		if _, err := pc.Exec(ctx, "LISTEN "+pgNotifyChannel); err != nil {
+		if _, err := pc.Exec(ctx, "LISTEN "+s.locks.channel); err != nil {
 			return err
 		}
-		defer pc.Exec(context.WithoutCancel(ctx), "UNLISTEN "+pgNotifyChannel)
+		defer pc.Exec(context.WithoutCancel(ctx), "UNLISTEN "+s.locks.channel)
 		wake() // whatever was committed before we listened
 		for {
 			if _, err := pc.WaitForNotification(ctx); err != nil {

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 )
 
@@ -339,4 +342,57 @@ func TestPostgresBreakerAcrossProcesses(t *testing.T) {
 	require.GreaterOrEqual(t, total, 1, "a probe went out after the cool-down")
 	require.LessOrEqual(t, total, 4, "about one probe per cool-down (3 in this window), not a flood")
 	require.Equal(t, 21, pendingCount(t, a), "held deliveries keep their attempts")
+}
+
+// A host that owns a pgx pool hands it to New (through stdlib.OpenDBFromPool)
+// and publishes inside its own PostgreSQL transaction: a rolled-back
+// event is never sent, a committed one is, once.
+func TestPostgresNewWithPoolAndPublishTx(t *testing.T) {
+	if !onPostgres() {
+		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
+	}
+	pool, err := pgxpool.New(t.Context(), testDB(t))
+	require.NoError(t, err)
+	defer pool.Close()
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	_, err = db.Exec(`CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT)`)
+	require.NoError(t, err)
+
+	cfg := testConfig()
+	cfg.PollInterval = time.Hour // only a NOTIFY wakes the workers in time
+	d, err := New(t.Context(), db, cfg)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, d.Close(context.Background())) }()
+	rc := newReceiver(t, nil)
+	register(t, d, rc.url(), EventJobComplete)
+	time.Sleep(100 * time.Millisecond) // the first poll, at the start, is over
+
+	tx, err := db.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	_, err = tx.Exec(`INSERT INTO jobs VALUES ('rolled-back', 'done')`)
+	require.NoError(t, err)
+	_, err = d.PublishTx(t.Context(), tx, Event{ID: "evt-rollback", Type: EventJobComplete})
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback())
+
+	tx, err = db.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	_, err = tx.Exec(`INSERT INTO jobs VALUES ($1, 'done')`, "committed")
+	require.NoError(t, err)
+	pub, err := d.PublishTx(t.Context(), tx, Event{ID: "evt-commit", Type: EventJobComplete})
+	require.NoError(t, err)
+	require.Equal(t, 1, pub.Deliveries)
+	require.NoError(t, tx.Commit())
+
+	// No Notify: the commit's NOTIFY wakes the workers.
+	got := rc.waitFor(1)
+	require.Equal(t, "evt-commit", got[0].Header.Get("webhook-id"))
+	eventually(t, func() bool { return pendingCount(t, d) == 0 }, "deliveries still pending")
+	require.Len(t, rc.requests(), 1, "the rolled-back event is never sent")
+	var n int
+	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM webhook_events WHERE id = 'evt-rollback'`).Scan(&n))
+	require.Zero(t, n)
+	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM jobs`).Scan(&n))
+	require.Equal(t, 1, n)
 }

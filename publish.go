@@ -56,8 +56,10 @@ func (d *Dispatcher) Publish(ctx context.Context, ev Event) (Published, error) {
 // PublishTx is like Publish, but within tx, a transaction of the host's
 // on the database given to New: the event and its deliveries commit or
 // roll back with the host's own writes. Nothing is sent before tx commits.
-// The workers notice the new deliveries within Config.PollInterval; call
-// Notify after the commit to start them at once.
+// With SQLite, the workers notice the new deliveries within
+// Config.PollInterval; call Notify after the commit to start them at once.
+// With PostgreSQL, the commit itself wakes the workers of every process
+// (LISTEN/NOTIFY), and Notify is not needed.
 func (d *Dispatcher) PublishTx(ctx context.Context, tx *sql.Tx, ev Event) (Published, error) {
 	if err := d.enter(); err != nil {
 		return Published{}, err

@@ -527,7 +527,7 @@ func (s *store) commit(ops []*op) (err error) {
 		return err
 	}
 	if t.notify && s.pg {
-		if _, err := s.conn.ExecContext(ctx, `SELECT pg_notify('`+pgNotifyChannel+`', '')`); err != nil {
+		if _, err := s.conn.ExecContext(ctx, `SELECT pg_notify($1, '')`, s.locks.channel); err != nil {
 			s.failBatch(ops, err)
 			return fmt.Errorf("webhook: notify: %w", err)
 		}
@@ -874,6 +874,13 @@ func (s *store) publishTx(ctx context.Context, tx *sql.Tx, p preparedEvent, now 
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?)`),
 			seq, hs, ms(now), ms(now), ms(now)); err != nil {
 			return 0, false, fmt.Errorf("webhook: store delivery: %w", err)
+		}
+	}
+	if s.pg && len(targets) > 0 {
+		// Delivered to the listeners when tx commits, and dropped if it
+		// rolls back: the workers of every process wake for the commit.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, s.locks.channel); err != nil {
+			return 0, false, fmt.Errorf("webhook: notify: %w", err)
 		}
 	}
 	return len(targets), false, nil
