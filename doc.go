@@ -2,7 +2,8 @@
 // registers the URLs of other systems, publishes events when its work is
 // done, and every subscribed URL receives a signed JSON POST, durably and
 // with retries. The state lives in SQLite, in a file of its own (Open) or
-// beside the host's tables (New).
+// beside the host's tables (New), or, for a host that runs as several
+// replicas, in one PostgreSQL database that they share.
 //
 // # Getting started
 //
@@ -122,6 +123,18 @@
 // survives a power failure. SyncNormal is faster, and still safe against a
 // crash of the process, but a power failure or operating system crash can
 // lose the last commits.
+//
+// # Many processes: PostgreSQL
+//
+// Open with a postgres:// URL, or New with a *sql.DB of the pgx driver,
+// keeps the state in PostgreSQL. Every process that opens the same
+// database sees the same webhooks and shares the deliveries: claims use
+// SELECT ... FOR UPDATE SKIP LOCKED with leases, so no delivery is
+// attempted by two processes at once, and a process that dies leaves its
+// deliveries to the others when their leases end. A commit that makes
+// deliveries due wakes the workers of every process (LISTEN/NOTIFY). The
+// per-webhook cap, the circuit breaker and the auto-disable rule count
+// every process's attempts, and retention runs in one process at a time.
 //
 // # Concurrency and lifecycle
 //

@@ -359,6 +359,12 @@ type Dispatcher struct {
 // exist, brings its schema up to date and starts delivering. The database
 // runs in WAL mode with the synchronous setting of cfg.Synchronous.
 //
+// When path is a PostgreSQL URL (postgres:// or postgresql://, as pgx
+// reads it), Open connects to that database instead and keeps its tables
+// in the schema that the URL's search_path names (by default, the
+// server's). Any number of processes may open the same database: they
+// share the webhooks and the work as one dispatcher (see the README).
+//
 // Open owns the database: Close closes it.
 func Open(ctx context.Context, path string, cfg Config) (*Dispatcher, error) {
 	if path == "" {
@@ -385,13 +391,19 @@ func Open(ctx context.Context, path string, cfg Config) (*Dispatcher, error) {
 }
 
 // New is like Open, but works on a database that the host already owns, so
-// that the host's tables and the dispatcher's share one file and PublishTx
-// can join the host's transactions. db must use the SQLite driver
-// github.com/mattn/go-sqlite3 and allow at least two open connections: the
-// dispatcher keeps one for its writes while it is open. New sets the
-// database's journal mode to WAL. The host should open db with
-// "_txlock=immediate" and a busy timeout, so that its writers wait for ours
-// instead of failing; see the README.
+// that the host's tables and the dispatcher's share one database and
+// PublishTx can join the host's transactions.
+//
+// With SQLite, db must use the driver github.com/mattn/go-sqlite3 and allow
+// at least two open connections: the dispatcher keeps one for its writes
+// while it is open. New sets the database's journal mode to WAL. The host
+// should open db with "_txlock=immediate" and a busy timeout, so that its
+// writers wait for ours instead of failing; see the README.
+//
+// With PostgreSQL, db must use the pgx driver (github.com/jackc/pgx/v5/stdlib:
+// sql.Open("pgx", url), or stdlib.OpenDBFromPool for a *pgxpool.Pool) and
+// allow at least three open connections: the dispatcher keeps one for its
+// writes and one to LISTEN while it is open.
 //
 // Close does not close db.
 func New(ctx context.Context, db *sql.DB, cfg Config) (*Dispatcher, error) {
@@ -404,6 +416,9 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Dispatcher, error) {
 	}
 	if n := db.Stats().MaxOpenConnections; n == 1 {
 		return nil, invalid("db", "must allow at least 2 open connections (SetMaxOpenConns)")
+	} else if n > 0 && n < 3 && isPostgresDB(db) {
+		// The writer and the LISTEN connection are held for good.
+		return nil, invalid("db", "must allow at least 3 open connections with PostgreSQL (SetMaxOpenConns)")
 	}
 	st, err := newStore(ctx, db, cfg)
 	if err != nil {
