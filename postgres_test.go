@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -395,4 +396,26 @@ func TestPostgresNewWithPoolAndPublishTx(t *testing.T) {
 	require.Zero(t, n)
 	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM jobs`).Scan(&n))
 	require.Equal(t, 1, n)
+}
+
+// New refuses a PostgreSQL pool too small for the two connections the
+// dispatcher holds for good and one more.
+func TestPostgresNewNeedsThreeConnections(t *testing.T) {
+	if !onPostgres() {
+		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
+	}
+	db, err := sql.Open("pgx", testDB(t))
+	require.NoError(t, err)
+	defer db.Close()
+	db.SetMaxOpenConns(2)
+	_, err = New(t.Context(), db, testConfig())
+	require.ErrorIs(t, err, ErrInvalid)
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, "db", ve.Field)
+
+	db.SetMaxOpenConns(3)
+	d, err := New(t.Context(), db, testConfig())
+	require.NoError(t, err)
+	require.NoError(t, d.Close(t.Context()))
 }
