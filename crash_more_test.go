@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,11 +223,21 @@ func (tl *tally) problems() []string {
 // requireConsistent checks the database behind d: integrity, and that
 // every event has one delivery per webhook and no delivery lacks its
 // event.
+// openWatch opens db for reading beside the dispatchers that use it.
+func openWatch(db string) (*sql.DB, error) {
+	if onPostgres() {
+		return sql.Open("pgx", db)
+	}
+	return sql.Open("sqlite3", "file:"+db+"?_busy_timeout=5000")
+}
+
 func requireConsistent(t testing.TB, db *sql.DB, webhooks int) {
 	t.Helper()
-	var ok string
-	require.NoError(t, db.QueryRow("PRAGMA integrity_check").Scan(&ok))
-	require.Equal(t, "ok", ok)
+	if !onPostgres() {
+		var ok string
+		require.NoError(t, db.QueryRow("PRAGMA integrity_check").Scan(&ok))
+		require.Equal(t, "ok", ok)
+	}
 	rows, err := db.Query(`SELECT e.id, COUNT(d.id) FROM webhook_events e LEFT JOIN webhook_deliveries d ON d.event_seq = e.seq GROUP BY e.seq`)
 	require.NoError(t, err)
 	defer rows.Close()
@@ -266,7 +275,6 @@ func storedEvents(t testing.TB, db *sql.DB) []string {
 // carry the same event id, and the database stays intact.
 // WEBHOOK_CRASH_ITERATIONS raises the number of kills (default 15).
 func TestCrashRandomKillsLoseNothing(t *testing.T) {
-	skipOnPostgres(t, "the child processes run SQLite files; the PostgreSQL multi-process test is TestPostgresProcesses")
 	iterations := 15
 	if v := os.Getenv("WEBHOOK_CRASH_ITERATIONS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -274,7 +282,7 @@ func TestCrashRandomKillsLoseNothing(t *testing.T) {
 		iterations = n
 	}
 	const perChild = 40
-	db := filepath.Join(t.TempDir(), "churn.db")
+	db := testDB(t) // in the PostgreSQL run, a schema every child shares
 	// The receivers answer after a moment, so that kills find attempts in
 	// flight.
 	slow := func(string, http.ResponseWriter, *http.Request) bool {
@@ -358,7 +366,6 @@ func TestCrashRandomKillsLoseNothing(t *testing.T) {
 // its last attempt it is failed as interrupted, and the other deliveries,
 // published between the crashes, all get through.
 func TestCrashPoisonDeliveryFails(t *testing.T) {
-	skipOnPostgres(t, "the child processes run SQLite files")
 	tests := []struct {
 		name    string
 		workers int
@@ -380,7 +387,7 @@ func TestCrashPoisonDeliveryFails(t *testing.T) {
 func testPoisonDelivery(t *testing.T, workers int, together bool) {
 	const batch = 10
 	workersEnv := fmt.Sprintf("WEBHOOK_TEST_WORKERS=%d", workers)
-	db := filepath.Join(t.TempDir(), "poison.db")
+	db := testDB(t)
 	poisonSeen := make(chan struct{}, 16)
 	var mu sync.Mutex
 	poisonSends := 0
@@ -428,7 +435,7 @@ func testPoisonDelivery(t *testing.T, workers int, together bool) {
 	}
 
 	// Watch the database from the side while children deliver.
-	watch, err := sql.Open("sqlite3", "file:"+db+"?_busy_timeout=5000")
+	watch, err := openWatch(db)
 	require.NoError(t, err)
 	t.Cleanup(func() { watch.Close() })
 	poisonStatus := func() (int, int, string) {
@@ -476,7 +483,7 @@ func testPoisonDelivery(t *testing.T, workers int, together bool) {
 	for _, id := range others {
 		var st, attempts int
 		var lastErr string
-		require.NoError(t, watch.QueryRow(`SELECT d.status, d.attempts, d.last_error FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq WHERE e.id = ?`, id).Scan(&st, &attempts, &lastErr))
+		require.NoError(t, watch.QueryRow(`SELECT d.status, d.attempts, d.last_error FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq WHERE e.id = $1`, id).Scan(&st, &attempts, &lastErr))
 		require.Equal(t, StatusDelivered, statusFromCode(st), "event %s, after %d attempts (%q), reached the receiver %d times", id, attempts, lastErr, rc.count(id))
 		require.GreaterOrEqual(t, rc.count(id), 1, "event %s never arrived", id)
 	}
