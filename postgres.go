@@ -236,7 +236,6 @@ func pgTranslate(query string) string {
 	return b.String()
 }
 
-
 // listen wakes the delivery loop whenever another process (or this one)
 // commits due deliveries, until ctx ends. It holds one connection of the
 // pool while it runs. Errors are logged and the listener reconnects.

@@ -20,6 +20,15 @@ import (
 
 func init() { childConfigs["replica"] = replicaConfig }
 
+// requirePostgres skips a test of PostgreSQL's own behaviour outside the
+// PostgreSQL run.
+func requirePostgres(t *testing.T) {
+	t.Helper()
+	if !onPostgres() {
+		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
+	}
+}
+
 // replicaConfig is the configuration of each process in
 // TestPostgresProcesses: crashConfig's 3-second lease, so that a killed
 // replica's deliveries are taken over quickly, and 16 workers.
@@ -96,9 +105,7 @@ func newOverlapReceiver(t *testing.T, want int) *overlapReceiver {
 // at least once, no delivery is attempted by two processes at the same
 // time, and the database ends with every delivery delivered.
 func TestPostgresProcesses(t *testing.T) {
-	if !onPostgres() {
-		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
-	}
+	requirePostgres(t)
 	total := processesDeliveries(t)
 	events := total / 10
 	db := testDB(t)
@@ -209,9 +216,7 @@ func TestPostgresProcesses(t *testing.T) {
 // would, together keep a webhook's cap (MaxInFlightPerWebhook): the
 // receiver never has more requests in progress than the cap of one.
 func TestPostgresCapAcrossProcesses(t *testing.T) {
-	if !onPostgres() {
-		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
-	}
+	requirePostgres(t)
 	const limit, events = 2, 40
 	var mu sync.Mutex
 	var now, peak, got int
@@ -253,9 +258,7 @@ func TestPostgresCapAcrossProcesses(t *testing.T) {
 // With PostgreSQL, one process at a time prunes: while another holds the
 // retention lock, prune deletes nothing; once it is free, prune works.
 func TestPostgresRetentionOneAtATime(t *testing.T) {
-	if !onPostgres() {
-		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
-	}
+	requirePostgres(t)
 	cfg := testConfig()
 	cfg.Retention = -1
 	d := openTest(t, cfg)
@@ -292,9 +295,7 @@ func TestPostgresRetentionOneAtATime(t *testing.T) {
 // the process whose breaker never opened would send every held delivery
 // as soon as the cool-down ended.
 func TestPostgresBreakerAcrossProcesses(t *testing.T) {
-	if !onPostgres() {
-		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
-	}
+	requirePostgres(t)
 	cfg := testConfig()
 	cfg.Workers = 4
 	cfg.MaxInFlightPerWebhook = 4
@@ -349,61 +350,25 @@ func TestPostgresBreakerAcrossProcesses(t *testing.T) {
 // and publishes inside its own PostgreSQL transaction: a rolled-back
 // event is never sent, a committed one is, once.
 func TestPostgresNewWithPoolAndPublishTx(t *testing.T) {
-	if !onPostgres() {
-		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
-	}
+	requirePostgres(t)
 	pool, err := pgxpool.New(t.Context(), testDB(t))
 	require.NoError(t, err)
 	defer pool.Close()
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	_, err = db.Exec(`CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT)`)
-	require.NoError(t, err)
-
 	cfg := testConfig()
 	cfg.PollInterval = time.Hour // only a NOTIFY wakes the workers in time
 	d, err := New(t.Context(), db, cfg)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, d.Close(context.Background())) }()
-	rc := newReceiver(t, nil)
-	register(t, d, rc.url(), EventJobComplete)
 	time.Sleep(100 * time.Millisecond) // the first poll, at the start, is over
-
-	tx, err := db.BeginTx(t.Context(), nil)
-	require.NoError(t, err)
-	_, err = tx.Exec(`INSERT INTO jobs VALUES ('rolled-back', 'done')`)
-	require.NoError(t, err)
-	_, err = d.PublishTx(t.Context(), tx, Event{ID: "evt-rollback", Type: EventJobComplete})
-	require.NoError(t, err)
-	require.NoError(t, tx.Rollback())
-
-	tx, err = db.BeginTx(t.Context(), nil)
-	require.NoError(t, err)
-	_, err = tx.Exec(`INSERT INTO jobs VALUES ($1, 'done')`, "committed")
-	require.NoError(t, err)
-	pub, err := d.PublishTx(t.Context(), tx, Event{ID: "evt-commit", Type: EventJobComplete})
-	require.NoError(t, err)
-	require.Equal(t, 1, pub.Deliveries)
-	require.NoError(t, tx.Commit())
-
-	// No Notify: the commit's NOTIFY wakes the workers.
-	got := rc.waitFor(1)
-	require.Equal(t, "evt-commit", got[0].Header.Get("webhook-id"))
-	eventually(t, func() bool { return pendingCount(t, d) == 0 }, "deliveries still pending")
-	require.Len(t, rc.requests(), 1, "the rolled-back event is never sent")
-	var n int
-	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM webhook_events WHERE id = 'evt-rollback'`).Scan(&n))
-	require.Zero(t, n)
-	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM jobs`).Scan(&n))
-	require.Equal(t, 1, n)
+	checkPublishTx(t, db, d, false)    // no Notify: the commit's NOTIFY wakes the workers
 }
 
 // New refuses a PostgreSQL pool too small for the two connections the
 // dispatcher holds for good and one more.
 func TestPostgresNewNeedsThreeConnections(t *testing.T) {
-	if !onPostgres() {
-		t.Skipf("runs in the PostgreSQL run of the suite: set %s (see TestPostgres)", postgresDSNEnv)
-	}
+	requirePostgres(t)
 	db, err := sql.Open("pgx", testDB(t))
 	require.NoError(t, err)
 	defer db.Close()

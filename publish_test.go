@@ -213,12 +213,19 @@ func TestPublishTx(t *testing.T) {
 	db, err := sql.Open("sqlite3", "file:"+path+"?_txlock=immediate&_busy_timeout=5000&_journal_mode=WAL")
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Exec(`CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT)`)
-	require.NoError(t, err)
-
 	d, err := New(t.Context(), db, testConfig())
 	require.NoError(t, err)
 	defer func() { require.NoError(t, d.Close(context.Background())) }()
+	checkPublishTx(t, db, d, true)
+}
+
+// checkPublishTx publishes in the host's transactions on db, which d
+// uses: a rolled-back event is never sent, a committed one is, once, with
+// the host's own row. notify calls Notify after the commit.
+func checkPublishTx(t *testing.T, db *sql.DB, d *Dispatcher, notify bool) {
+	t.Helper()
+	_, err := db.Exec(`CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT)`)
+	require.NoError(t, err)
 	rc := newReceiver(t, nil)
 	register(t, d, rc.url(), EventJobComplete)
 
@@ -240,7 +247,9 @@ func TestPublishTx(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, pub.Deliveries)
 	require.NoError(t, tx.Commit())
-	d.Notify()
+	if notify {
+		d.Notify()
+	}
 
 	got := rc.waitFor(1)
 	require.Equal(t, "evt-commit", got[0].Header.Get("webhook-id"))
@@ -249,6 +258,8 @@ func TestPublishTx(t *testing.T) {
 	var n int
 	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM webhook_events WHERE id = 'evt-rollback'`).Scan(&n))
 	require.Zero(t, n)
+	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM jobs`).Scan(&n))
+	require.Equal(t, 1, n, "only the committed job")
 }
 
 func TestConcurrentPublishers(t *testing.T) {

@@ -1135,38 +1135,24 @@ func (t *wtx) lockWebhooks(seqs []int64, now int64, leased map[int64]int, breake
 	if locked == nil {
 		return busy, nil
 	}
-	list := string(append(locked, ']'))
-	rows, err = t.query(`SELECT webhook_seq, COUNT(*) FROM webhook_deliveries
-		WHERE status = 0 AND leased = 1 AND next_at > ? AND webhook_seq IN (SELECT v::bigint FROM json_array_elements_text(?::json) AS v)
-		GROUP BY webhook_seq`, now, list)
-	if err != nil {
-		return fail(err)
-	}
-	for rows.Next() {
-		var seq int64
-		var n int
-		if err := rows.Scan(&seq, &n); err != nil {
-			rows.Close()
-			return fail(err)
-		}
-		leased[seq] = n
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fail(err)
-	}
-	rows, err = t.query(`SELECT seq, breaker_open_until FROM webhooks
-		WHERE breaker_open_until != 0 AND seq IN (SELECT v::bigint FROM json_array_elements_text(?::json) AS v)`, list)
+	rows, err = t.query(`SELECT w.seq, w.breaker_open_until, COALESCE(l.n, 0) FROM webhooks w
+		LEFT JOIN (SELECT webhook_seq, COUNT(*) AS n FROM webhook_deliveries WHERE status = 0 AND leased = 1 AND next_at > ? GROUP BY webhook_seq) l
+		ON l.webhook_seq = w.seq
+		WHERE w.seq IN (SELECT v::bigint FROM json_array_elements_text(?::json) AS v)`, now, string(append(locked, ']')))
 	if err != nil {
 		return fail(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var seq, until int64
-		if err := rows.Scan(&seq, &until); err != nil {
+		var n int
+		if err := rows.Scan(&seq, &until, &n); err != nil {
 			return fail(err)
 		}
-		breakerUntil[seq] = fromMS(until)
+		leased[seq] = n
+		if until != 0 {
+			breakerUntil[seq] = fromMS(until)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return fail(err)
