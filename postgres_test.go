@@ -384,3 +384,19 @@ func TestPostgresNewNeedsThreeConnections(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, d.Close(t.Context()))
 }
+
+// A PostgreSQL URL's password never shows in Open's errors, whether the
+// URL does not parse or the server cannot be reached (nothing listens on
+// port 1 of loopback).
+func TestPostgresOpenErrorsHideThePassword(t *testing.T) {
+	for _, u := range []string{
+		"postgres://user:hunter2-secret@127.0.0.1:1/db?sslmode=disable&connect_timeout=2",
+		"postgres://user:hunter2-secret@127.0.0.1:1/db?sslmode=nonsense",
+	} {
+		d, err := Open(t.Context(), u, testConfig())
+		require.Error(t, err)
+		require.Nil(t, d)
+		require.NotContains(t, err.Error(), "hunter2", "%v", err)
+		require.NotContains(t, fmt.Sprintf("%+v", err), "hunter2")
+	}
+}
