@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -106,22 +105,7 @@ func startChild(t *testing.T, db, urls, prefix string, events int) *child {
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	c := &child{cmd: cmd, done: make(chan struct{}), lines: make(chan string, 1<<16)}
-	go func() {
-		defer close(c.done)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			line := sc.Text()
-			if id, ok := strings.CutPrefix(line, "published "); ok {
-				c.mu.Lock()
-				c.published = append(c.published, id)
-				c.mu.Unlock()
-			}
-			select {
-			case c.lines <- line:
-			default:
-			}
-		}
-	}()
+	go c.read(out)
 	t.Cleanup(func() { c.kill() })
 	return c
 }
