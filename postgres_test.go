@@ -400,3 +400,46 @@ func TestPostgresOpenErrorsHideThePassword(t *testing.T) {
 		require.NotContains(t, fmt.Sprintf("%+v", err), "hunter2")
 	}
 }
+
+// The LISTEN connection is the only thing that wakes a replica for work
+// another replica published (besides the poll). When the server ends it,
+// the listener says so in the log, reconnects, and notifications wake the
+// workers again.
+func TestPostgresListenerReconnects(t *testing.T) {
+	requirePostgres(t)
+	db := testDB(t)
+	logs := &logBuffer{}
+	cfg := testConfig()
+	cfg.PollInterval = time.Hour // only a NOTIFY wakes the workers in time
+	cfg.Logger = logs.logger()
+	a := openTestAt(t, &store{path: db}, cfg)
+	pcfg := testConfig()
+	pcfg.DisableDelivery = true // publishes only: its commits must wake a
+	b := openTestAt(t, &store{path: db}, pcfg)
+	rc := newReceiver(t, nil)
+	register(t, b, rc.url())
+
+	listener := func() (pid int) {
+		err := a.st.rdb.QueryRow(`SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN ' || $1`, a.st.locks.channel).Scan(&pid)
+		if err != nil {
+			return 0
+		}
+		return pid
+	}
+	publish := func(n int) {
+		t.Helper()
+		_, err := b.Publish(t.Context(), Event{Type: EventJobComplete})
+		require.NoError(t, err)
+		rc.waitFor(n)
+	}
+	eventually(t, func() bool { return listener() != 0 }, "no LISTEN connection")
+	publish(1)
+
+	old := listener()
+	var ended bool
+	require.NoError(t, b.st.rdb.QueryRow(`SELECT pg_terminate_backend($1)`, old).Scan(&ended))
+	require.True(t, ended)
+	eventually(t, func() bool { return containsLine(logs.String(), "listening for PostgreSQL notifications failed") }, "the lost listener went unnoticed")
+	eventually(t, func() bool { p := listener(); return p != 0 && p != old }, "the listener did not reconnect")
+	publish(2)
+}
