@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/sparc-webhooks/webhook"
 )
 
@@ -105,4 +107,60 @@ func ExampleDispatcher_ObserveScore() {
 	// 74: published=false baseline=false
 	// 76: published=true baseline=false
 	// 77: published=false baseline=false
+}
+
+// Replicas of a host share one PostgreSQL database: each opens it with the
+// same URL and configuration, and together they act as one dispatcher.
+// (This example is compiled, not run: it needs a server.)
+func ExampleOpen_postgreSQL() {
+	ctx := context.Background()
+	d, err := webhook.Open(ctx, "postgres://sparc@db.internal:5432/sparc?search_path=webhooks", webhook.Config{
+		SecretKey: []byte(os.Getenv("WEBHOOK_SECRET_KEY")), // the same in every replica
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer d.Close(ctx)
+	// Publish from any replica; any replica delivers.
+	if _, err := d.Publish(ctx, webhook.Event{Type: webhook.EventJobComplete, Data: map[string]any{"job_id": "job_1"}}); err != nil {
+		fmt.Println(err)
+	}
+}
+
+// A host that owns a pgx pool hands it to New and publishes inside its own
+// transactions. (Compiled, not run: it needs a server.)
+func ExampleNew_postgreSQL() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pool.Close()
+	db := stdlib.OpenDBFromPool(pool)
+	d, err := webhook.New(ctx, db, webhook.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer d.Close(ctx)
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'done' WHERE id = $1`, "job_1"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if _, err := d.PublishTx(ctx, tx, webhook.Event{Type: webhook.EventJobComplete, Data: map[string]any{"job_id": "job_1"}}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := tx.Commit(); err != nil { // the commit wakes every replica's workers
+		fmt.Println(err)
+	}
 }
