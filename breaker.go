@@ -1,6 +1,9 @@
 package webhook
 
-import "time"
+import (
+	"log/slog"
+	"time"
+)
 
 // breaker is the circuit breaker of one webhook. After
 // Config.BreakerThreshold consecutive attempts that ended in a timeout, a
@@ -69,16 +72,38 @@ func (bs *breakers) record(seq int64, counts bool, now time.Time) time.Time {
 		b = &breaker{}
 		bs.m[seq] = b
 	}
-	b.fails++
+	probe := b.probing
+	b.probing = false
+	if !bs.fail(b, 1, probe, now) {
+		return time.Time{}
+	}
+	return b.openUntil
+}
+
+// fail applies n failures that count to b; probe reports that one of them
+// was the probe's. It reports whether b opened, or opened again for twice
+// as long. The rule is the same for the in-memory breakers (SQLite) and
+// for the breakers that PostgreSQL processes share (wtx.sharedBreaker).
+func (bs *breakers) fail(b *breaker, n int, probe bool, now time.Time) bool {
+	b.fails += n
 	switch {
-	case b.probing:
-		b.probing = false
+	case probe:
 		b.cooldown = min(2*b.cooldown, bs.limit)
 	case b.openUntil.IsZero() && b.fails >= bs.threshold:
 		b.cooldown = bs.base
 	default:
-		return time.Time{}
+		return false
 	}
 	b.openUntil = now.Add(b.cooldown)
-	return b.openUntil
+	return true
+}
+
+// holdStatement postpones a webhook's pending deliveries until its
+// breaker's cool-down ends, so that they do not crowd the head of the
+// queue: arguments until (ms), webhook seq, until (ms).
+const holdStatement = `UPDATE webhook_deliveries SET next_at = ? WHERE webhook_seq = ? AND status = 0 AND next_at < ?`
+
+// logBreakerOpen says that a webhook's breaker opened.
+func logBreakerOpen(log *slog.Logger, webhookID string, until time.Time) {
+	log.Warn("webhook circuit breaker open: holding the webhook's deliveries", "webhook_id", webhookID, "until", until.UTC().Format(time.RFC3339Nano))
 }

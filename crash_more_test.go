@@ -11,11 +11,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -97,20 +95,8 @@ func childMode(mode string) int {
 // its environment.
 func startModeChild(t *testing.T, mode, db, prefix string, events int, env ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	// The child dies with the test process, even when a timeout kills it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Env = append(os.Environ(), childEnv+"=1", childModeEnv+"="+mode, "WEBHOOK_TEST_DB="+db,
-		"WEBHOOK_TEST_PREFIX="+prefix, fmt.Sprintf("WEBHOOK_TEST_EVENTS=%d", events))
-	cmd.Env = append(cmd.Env, env...)
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	c := &child{cmd: cmd, done: make(chan struct{}), lines: make(chan string, 1<<16)}
-	go c.read(out)
-	t.Cleanup(func() { c.kill() })
-	return c
+	return startTestChild(t, append([]string{childModeEnv + "=" + mode, "WEBHOOK_TEST_DB=" + db,
+		"WEBHOOK_TEST_PREFIX=" + prefix, fmt.Sprintf("WEBHOOK_TEST_EVENTS=%d", events)}, env...)...)
 }
 
 // read collects the child's output until it ends.

@@ -95,11 +95,19 @@ type child struct {
 
 func startChild(t *testing.T, db, urls, prefix string, events int) *child {
 	t.Helper()
+	return startTestChild(t, "WEBHOOK_TEST_DB="+db, "WEBHOOK_TEST_URL="+urls,
+		"WEBHOOK_TEST_PREFIX="+prefix, fmt.Sprintf("WEBHOOK_TEST_EVENTS=%d", events))
+}
+
+// startTestChild starts the test binary as a child dispatcher process
+// (childMain) with env added to its environment. The child is killed when
+// the test ends.
+func startTestChild(t *testing.T, env ...string) *child {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	// The child dies with the test process, even when a timeout kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Env = append(os.Environ(), childEnv+"=1", "WEBHOOK_TEST_DB="+db, "WEBHOOK_TEST_URL="+urls,
-		"WEBHOOK_TEST_PREFIX="+prefix, fmt.Sprintf("WEBHOOK_TEST_EVENTS=%d", events))
+	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr

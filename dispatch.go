@@ -793,9 +793,9 @@ func (l *deliveryLoop) breakerAllows(seq int64, inFlight int, breakerUntil, now 
 // hold postpones a webhook's pending deliveries until its breaker's
 // cool-down ends, so that they do not crowd the head of the queue.
 func (l *deliveryLoop) hold(seq int64, id string, until time.Time) {
-	l.d.log.Warn("webhook circuit breaker open: holding the webhook's deliveries", "webhook_id", id, "until", until.UTC().Format(time.RFC3339Nano))
+	logBreakerOpen(l.d.log, id, until)
 	l.d.st.submit(func(t *wtx) error {
-		_, err := t.exec(`UPDATE webhook_deliveries SET next_at = ? WHERE webhook_seq = ? AND status = 0 AND next_at < ?`, ms(until), seq, ms(until))
+		_, err := t.exec(holdStatement, ms(until), seq, ms(until))
 		return err
 	})
 }

@@ -1594,37 +1594,32 @@ func (t *wtx) sharedBreaker(seq int64, d *hookDelta) error {
 	if err != nil {
 		return fmt.Errorf("webhook: record circuit breaker: %w", err)
 	}
-	now := ms(t.now)
+	b := &breaker{fails: fails, cooldown: time.Duration(cooldown) * time.Millisecond}
+	if openUntil != 0 {
+		b.openUntil = fromMS(openUntil)
+	}
 	if d.breakerReset {
-		fails, openUntil, cooldown = 0, 0, 0
+		*b = breaker{}
 	}
-	fails += d.breakerFails
-	opened := false
-	switch {
-	case openUntil != 0 && now >= openUntil:
-		// The probe failed: open again, for twice as long.
-		cooldown = min(2*cooldown, cfg.BreakerMaxCooldown.Milliseconds())
-		opened = true
-	case openUntil == 0 && fails >= cfg.BreakerThreshold:
-		cooldown = cfg.BreakerCooldown.Milliseconds()
-		opened = true
+	// The probe's failure: the cool-down is over and a failure came back.
+	probe := !b.openUntil.IsZero() && !t.now.Before(b.openUntil)
+	bs := &breakers{threshold: cfg.BreakerThreshold, base: cfg.BreakerCooldown, limit: cfg.BreakerMaxCooldown}
+	opened := bs.fail(b, d.breakerFails, probe, t.now)
+	var until int64
+	if !b.openUntil.IsZero() {
+		until = ms(b.openUntil)
 	}
-	if opened {
-		openUntil = now + cooldown
-	}
-	if _, err := t.exec(`UPDATE webhooks SET breaker_fails = ?, breaker_open_until = ?, breaker_cooldown_ms = ? WHERE seq = ?`, fails, openUntil, cooldown, seq); err != nil {
+	if _, err := t.exec(`UPDATE webhooks SET breaker_fails = ?, breaker_open_until = ?, breaker_cooldown_ms = ? WHERE seq = ?`,
+		b.fails, until, b.cooldown.Milliseconds(), seq); err != nil {
 		return fmt.Errorf("webhook: record circuit breaker: %w", err)
 	}
 	if !opened {
 		return nil
 	}
-	if _, err := t.exec(`UPDATE webhook_deliveries SET next_at = ? WHERE webhook_seq = ? AND status = 0 AND next_at < ?`, openUntil, seq, openUntil); err != nil {
+	if _, err := t.exec(holdStatement, until, seq, until); err != nil {
 		return fmt.Errorf("webhook: record circuit breaker: %w", err)
 	}
-	until := fromMS(openUntil)
-	t.afterCommit(func() {
-		t.s.log.Warn("webhook circuit breaker open: holding the webhook's deliveries", "webhook_id", id, "until", until.UTC().Format(time.RFC3339Nano))
-	})
+	t.afterCommit(func() { logBreakerOpen(t.s.log, id, b.openUntil) })
 	return nil
 }
 

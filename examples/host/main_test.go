@@ -46,22 +46,7 @@ func (b *syncBuffer) String() string {
 // TestHost starts the host with a token, calls a few routes and shuts it
 // down by cancelling its context, as SIGTERM does.
 func TestHost(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "host.db"), "-allow-private", "-token", "s3cret"}, &logs)
-	}()
-	listening := regexp.MustCompile(`msg="host listening" url=(\S+)`)
-	var base string
-	require.Eventually(t, func() bool {
-		m := listening.FindStringSubmatch(logs.String())
-		if m != nil {
-			base = m[1]
-		}
-		return m != nil
-	}, 10*time.Second, 10*time.Millisecond, logs.String())
+	base, logs, stop := startHost(t, "-db", filepath.Join(t.TempDir(), "host.db"), "-token", "s3cret")
 	require.Contains(t, logs.String(), "local development only")
 
 	tr := &http.Transport{}
@@ -91,34 +76,34 @@ func TestHost(t *testing.T) {
 	require.Equal(t, http.StatusOK, call(http.MethodGet, "/event-types", "s3cret", ""))
 	require.Equal(t, http.StatusAccepted, call(http.MethodPost, "/jobs", "s3cret", `{"name":"long","items":1000}`))
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the host did not shut down")
-	}
+	stop()
 	require.Contains(t, logs.String(), "interrupted by the host shutting down")
 	require.Contains(t, logs.String(), "msg=stopped")
 }
 
-// startHost runs the host with args until the test ends, and returns its
-// base URL and its logs.
-func startHost(t *testing.T, args ...string) (string, *syncBuffer) {
+// startHost runs the host (with -allow-private) with args, and returns its
+// base URL, its logs, and stop, which shuts it down as SIGTERM does and
+// checks that it stopped cleanly. stop runs when the test ends, if not
+// before.
+func startHost(t *testing.T, args ...string) (string, *syncBuffer, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, append([]string{"-addr", "127.0.0.1:0", "-allow-private"}, args...), logs) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("the host did not shut down")
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Error("the host did not shut down")
+			}
+		})
+	}
+	t.Cleanup(stop)
 	listening := regexp.MustCompile(`msg="host listening" url=(\S+)`)
 	var base string
 	require.Eventually(t, func() bool {
@@ -128,7 +113,7 @@ func startHost(t *testing.T, args ...string) (string, *syncBuffer) {
 		}
 		return m != nil
 	}, 10*time.Second, 10*time.Millisecond, logs.String())
-	return base, logs
+	return base, logs, stop
 }
 
 // Two replicas of the host on one PostgreSQL database act as one: a
@@ -162,8 +147,8 @@ func TestHostReplicasOnPostgres(t *testing.T) {
 	}))
 	defer rc.Close()
 
-	a, logsA := startHost(t, "-db", db)
-	b, logsB := startHost(t, "-db", db)
+	a, logsA, _ := startHost(t, "-db", db)
+	b, logsB, _ := startHost(t, "-db", db)
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
