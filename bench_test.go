@@ -3,11 +3,14 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 // BenchmarkPublish measures Publish with fan-out 10 and synchronous=FULL,
@@ -89,26 +92,20 @@ func BenchmarkClaim(b *testing.B) {
 			}
 		}
 	}
-	take := func(int64, bool, int, time.Time) planVerdict { return planTake }
 	b.ReportAllocs()
 	b.ResetTimer()
 	claimedN := 0
 	for b.Loop() {
-		var got claimed
-		err := d.st.do(context.Background(), func(t *wtx) error {
-			var err error
-			got, err = t.claim(64, time.Hour, cfg.RetryPolicy, take)
-			return err
-		})
+		got, err := d.st.Claim(context.Background(), store.ClaimRequest{Room: 64, Window: 64, Lease: time.Hour, Cap: math.MaxInt32})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(got.jobs) == 0 {
+		if len(got.Jobs) == 0 {
 			b.StopTimer()
 			publish(100) // 1,000 more deliveries
 			b.StartTimer()
 		}
-		claimedN += len(got.jobs)
+		claimedN += len(got.Jobs)
 	}
 	b.ReportMetric(float64(claimedN)/b.Elapsed().Seconds(), "deliveries/s")
 }

@@ -131,34 +131,6 @@ func TestCircuitBreaker(t *testing.T) {
 	require.Empty(t, failed.Deliveries, "held deliveries kept their attempts")
 }
 
-func TestBreakerStates(t *testing.T) {
-	bs := newBreakers(Config{BreakerThreshold: 2, BreakerCooldown: time.Second, BreakerMaxCooldown: 4 * time.Second})
-	t0 := time.Unix(1000, 0)
-	require.True(t, bs.allow(1, 0, t0))
-	require.True(t, bs.record(1, true, t0).IsZero(), "one failure does not open")
-	until := bs.record(1, true, t0)
-	require.Equal(t, t0.Add(time.Second), until, "the second opens for the base cool-down")
-	require.False(t, bs.allow(1, 0, t0.Add(500*time.Millisecond)), "held during the cool-down")
-	require.True(t, bs.allow(1, 0, t0.Add(time.Second)), "then one probe")
-	require.False(t, bs.allow(1, 0, t0.Add(time.Second)), "only one")
-	bs.untried(1)
-	require.True(t, bs.allow(1, 0, t0.Add(time.Second)), "a probe given back unattempted makes room for another")
-	until = bs.record(1, true, t0.Add(2*time.Second))
-	require.Equal(t, t0.Add(4*time.Second), until, "a failed probe doubles the cool-down")
-	require.True(t, bs.allow(1, 0, t0.Add(4*time.Second)))
-	until = bs.record(1, true, t0.Add(4*time.Second))
-	require.Equal(t, t0.Add(8*time.Second), until, "up to the limit")
-	require.True(t, bs.allow(1, 0, t0.Add(8*time.Second)))
-	require.True(t, bs.record(1, false, t0.Add(8*time.Second)).IsZero(), "a success closes it")
-	require.True(t, bs.allow(1, 5, t0.Add(8*time.Second)))
-	require.True(t, bs.allow(2, 0, t0), "breakers are per webhook")
-
-	off := newBreakers(Config{BreakerThreshold: -1})
-	for range 10 {
-		require.True(t, off.record(1, true, t0).IsZero())
-	}
-}
-
 func containsLine(s, sub string) bool {
 	for i := 0; i+len(sub) <= len(s); i++ {
 		if s[i:i+len(sub)] == sub {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 // childModeEnv selects a mode of the child process other than childMain's
@@ -299,10 +301,10 @@ func TestCrashRandomKillsLoseNothing(t *testing.T) {
 	}
 	t.Logf("%d kills (%d maybe while opening), %d events reported published", iterations, killedEarly, len(published))
 
-	d = openTestAt(t, &store{path: db}, churnConfig())
+	d = openTestAt(t, db, churnConfig())
 	eventually(t, func() bool { return pendingCount(t, d) == 0 }, "deliveries still pending after the restart")
 
-	stored := storedEvents(t, d.st.rdb)
+	stored := storedEvents(t, d.st.Reader())
 	storedSet := make(map[string]bool, len(stored))
 	for _, id := range stored {
 		storedSet[id] = true
@@ -320,22 +322,23 @@ func TestCrashRandomKillsLoseNothing(t *testing.T) {
 	for _, rc := range receivers {
 		require.Empty(t, rc.problems())
 	}
-	requireConsistent(t, d.st.rdb, len(receivers))
+	requireConsistent(t, d.st.Reader(), len(receivers))
 
 	var interrupted int
-	rows, err := d.st.rdb.Query(`SELECT status, last_error, COUNT(*) FROM webhook_deliveries GROUP BY status, last_error`)
+	rows, err := d.st.Reader().Query(`SELECT status, last_error, COUNT(*) FROM webhook_deliveries GROUP BY status, last_error`)
 	require.NoError(t, err)
 	defer rows.Close()
 	for rows.Next() {
-		var status, n int
+		var status store.Status
+		var n int
 		var lastErr string
 		require.NoError(t, rows.Scan(&status, &lastErr, &n))
 		switch {
-		case status == stDelivered:
-		case status == stFailed && strings.Contains(lastErr, "interrupted"):
+		case status == store.Delivered:
+		case status == store.Failed && strings.Contains(lastErr, "interrupted"):
 			interrupted += n // its attempts all died with their process; it was received all the same (checked above)
 		default:
-			t.Fatalf("%d deliveries ended as %s (%q)", n, statusFromCode(status), lastErr)
+			t.Fatalf("%d deliveries ended as %s (%q)", n, statusFromStore(store.Status(status)), lastErr)
 		}
 	}
 	require.NoError(t, rows.Err())
@@ -444,7 +447,7 @@ func testPoisonDelivery(t *testing.T, workers int, together bool) {
 		case <-time.After(30 * time.Second):
 			status, attempts, lastErr := poisonStatus()
 			t.Fatalf("after %d crashes the poison was not attempted again within 30s (status %s, %d attempts, %q)",
-				crashes, statusFromCode(status), attempts, lastErr)
+				crashes, statusFromStore(store.Status(status)), attempts, lastErr)
 		}
 	}
 	if !together {
@@ -459,7 +462,7 @@ func testPoisonDelivery(t *testing.T, workers int, together bool) {
 	c.kill()
 
 	status, attempts, lastErr := poisonStatus()
-	require.Equal(t, StatusFailed, statusFromCode(status), "the poison delivery (%q)", lastErr)
+	require.Equal(t, StatusFailed, statusFromStore(store.Status(status)), "the poison delivery (%q)", lastErr)
 	require.Equal(t, 3, attempts, "one attempt and two retries")
 	require.Contains(t, lastErr, "interrupted")
 	mu.Lock()
@@ -470,7 +473,7 @@ func testPoisonDelivery(t *testing.T, workers int, together bool) {
 		var st, attempts int
 		var lastErr string
 		require.NoError(t, watch.QueryRow(`SELECT d.status, d.attempts, d.last_error FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq WHERE e.id = $1`, id).Scan(&st, &attempts, &lastErr))
-		require.Equal(t, StatusDelivered, statusFromCode(st), "event %s, after %d attempts (%q), reached the receiver %d times", id, attempts, lastErr, rc.count(id))
+		require.Equal(t, StatusDelivered, statusFromStore(store.Status(st)), "event %s, after %d attempts (%q), reached the receiver %d times", id, attempts, lastErr, rc.count(id))
 		require.GreaterOrEqual(t, rc.count(id), 1, "event %s never arrived", id)
 	}
 	require.Len(t, others, 3*batch)
@@ -482,8 +485,8 @@ func testPoisonDelivery(t *testing.T, workers int, together bool) {
 // SQLite answer "database or disk is full" beyond it.
 func setMaxPageCount(t testing.TB, d *Dispatcher, n int) {
 	t.Helper()
-	require.NoError(t, d.st.do(t.Context(), func(t *wtx) error {
-		_, err := t.exec(fmt.Sprintf("PRAGMA max_page_count=%d", n))
+	require.NoError(t, d.st.Do(t.Context(), func(t *store.Tx) error {
+		_, err := t.Exec(fmt.Sprintf("PRAGMA max_page_count=%d", n))
 		return err
 	}))
 }
@@ -502,7 +505,7 @@ func TestCrashDiskFull(t *testing.T) {
 		register(t, d, rc.url())
 	}
 	var pages int
-	require.NoError(t, d.st.rdb.QueryRow("PRAGMA page_count").Scan(&pages))
+	require.NoError(t, d.st.Reader().QueryRow("PRAGMA page_count").Scan(&pages))
 	setMaxPageCount(t, d, pages+64) // 256 KiB more with 4 KiB pages
 
 	data := json.RawMessage(`{"blob":"` + strings.Repeat("z", 60<<10) + `"}`)
@@ -536,7 +539,7 @@ func TestCrashDiskFull(t *testing.T) {
 	t.Logf("%d published, %d refused for a full disk", len(ok), len(failed))
 
 	stored := map[string]bool{}
-	for _, id := range storedEvents(t, d.st.rdb) {
+	for _, id := range storedEvents(t, d.st.Reader()) {
 		stored[id] = true
 	}
 	for _, id := range ok {
@@ -545,7 +548,7 @@ func TestCrashDiskFull(t *testing.T) {
 	for _, id := range failed {
 		require.False(t, stored[id], "event %s: Publish failed but it is stored", id)
 	}
-	requireConsistent(t, d.st.rdb, len(receivers))
+	requireConsistent(t, d.st.Reader(), len(receivers))
 
 	// Room again: the dispatcher carries on, and the failed events can be
 	// published now.
@@ -563,7 +566,7 @@ func TestCrashDiskFull(t *testing.T) {
 	for _, rc := range receivers {
 		require.Empty(t, rc.problems())
 	}
-	requireConsistent(t, d.st.rdb, len(receivers))
+	requireConsistent(t, d.st.Reader(), len(receivers))
 }
 
 // Another writer holding the database longer than BusyTimeout: Publish
@@ -577,7 +580,7 @@ func TestCrashDatabaseBusy(t *testing.T) {
 	rc := newTally(t, nil)
 	rc.setSecret(register(t, d, rc.url()).Secret)
 
-	other, err := sql.Open("sqlite3", "file:"+d.st.path+"?_busy_timeout=5000")
+	other, err := sql.Open("sqlite3", "file:"+d.st.Path()+"?_busy_timeout=5000")
 	require.NoError(t, err)
 	t.Cleanup(func() { other.Close() })
 	conn, err := other.Conn(t.Context())
@@ -594,7 +597,7 @@ func TestCrashDatabaseBusy(t *testing.T) {
 
 	_, err = conn.ExecContext(t.Context(), "ROLLBACK")
 	require.NoError(t, err)
-	require.NotContains(t, storedEvents(t, d.st.rdb), "while-locked", "a failed Publish wrote its event")
+	require.NotContains(t, storedEvents(t, d.st.Reader()), "while-locked", "a failed Publish wrote its event")
 	hooks, err := d.List(t.Context())
 	require.NoError(t, err)
 	require.Len(t, hooks, 1, "a failed Register wrote its webhook")
@@ -606,5 +609,5 @@ func TestCrashDatabaseBusy(t *testing.T) {
 	eventually(t, func() bool { return rc.count("while-locked") == 1 }, "the event was not delivered after the lock ended")
 	eventually(t, func() bool { return pendingCount(t, d) == 0 }, "deliveries still pending")
 	require.Empty(t, rc.problems())
-	requireConsistent(t, d.st.rdb, 1)
+	requireConsistent(t, d.st.Reader(), 1)
 }

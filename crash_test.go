@@ -167,7 +167,7 @@ func TestRestartAfterKillDeliversPending(t *testing.T) {
 	mu.Lock()
 	hang = false
 	mu.Unlock()
-	d := openTestAt(t, &store{path: db}, crashConfig())
+	d := openTestAt(t, db, crashConfig())
 	eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -180,7 +180,7 @@ func TestRestartAfterKillDeliversPending(t *testing.T) {
 	mu.Unlock()
 	if !onPostgres() {
 		var ok string
-		require.NoError(t, d.st.rdb.QueryRow("PRAGMA integrity_check").Scan(&ok))
+		require.NoError(t, d.st.Reader().QueryRow("PRAGMA integrity_check").Scan(&ok))
 		require.Equal(t, "ok", ok)
 	}
 }

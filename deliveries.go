@@ -2,11 +2,10 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 // DeliveryStatus is the state of a delivery.
@@ -27,19 +26,19 @@ const (
 	StatusSuperseded DeliveryStatus = "superseded"
 )
 
-var statusNames = [...]DeliveryStatus{stPending: StatusPending, stDelivered: StatusDelivered, stFailed: StatusFailed, stCancelled: StatusCancelled, stSuperseded: StatusSuperseded}
+var statusNames = [...]DeliveryStatus{store.Pending: StatusPending, store.Delivered: StatusDelivered, store.Failed: StatusFailed, store.Cancelled: StatusCancelled, store.Superseded: StatusSuperseded}
 
-func statusFromCode(c int) DeliveryStatus {
-	if c >= 0 && c < len(statusNames) {
+func statusFromStore(c store.Status) DeliveryStatus {
+	if c >= 0 && int(c) < len(statusNames) {
 		return statusNames[c]
 	}
 	return DeliveryStatus("unknown")
 }
 
-func (s DeliveryStatus) code() (int, bool) {
+func (s DeliveryStatus) stored() (store.Status, bool) {
 	for i, n := range statusNames {
 		if n == s {
-			return i, true
+			return store.Status(i), true
 		}
 	}
 	return 0, false
@@ -105,24 +104,6 @@ type DeliveryPage struct {
 	NextCursor string `json:"next_cursor,omitempty"`
 }
 
-const deliveryColumns = `d.id, COALESCE(w.id, ''), e.id, e.type, d.status, d.attempts, d.next_at, d.last_status, d.last_error, d.created_at, d.updated_at`
-const deliveryFrom = ` FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq LEFT JOIN webhooks w ON w.seq = d.webhook_seq`
-
-func scanDelivery(sc interface{ Scan(...any) error }) (Delivery, error) {
-	var dl Delivery
-	var status int
-	var next, created, updated int64
-	if err := sc.Scan(&dl.ID, &dl.WebhookID, &dl.EventID, &dl.EventType, &status, &dl.Attempts, &next, &dl.LastStatusCode, &dl.LastError, &created, &updated); err != nil {
-		return Delivery{}, err
-	}
-	dl.Status = statusFromCode(status)
-	if status == stPending {
-		dl.NextAttemptAt = fromMS(next)
-	}
-	dl.CreatedAt, dl.UpdatedAt = fromMS(created), fromMS(updated)
-	return dl, nil
-}
-
 // Deliveries lists a webhook's deliveries, newest first. It returns
 // ErrNotFound for an unknown webhook.
 func (d *Dispatcher) Deliveries(ctx context.Context, webhookID string, q DeliveryQuery) (DeliveryPage, error) {
@@ -140,7 +121,7 @@ func (d *Dispatcher) Deliveries(ctx context.Context, webhookID string, q Deliver
 	case limit < 0 || limit > 500:
 		return DeliveryPage{}, invalid("limit", "must be between 1 and 500")
 	}
-	before := int64(1<<63 - 1)
+	var before int64
 	if q.Cursor != "" {
 		c, err := strconv.ParseInt(q.Cursor, 10, 64)
 		if err != nil || c <= 0 {
@@ -148,43 +129,24 @@ func (d *Dispatcher) Deliveries(ctx context.Context, webhookID string, q Deliver
 		}
 		before = c
 	}
-	statusFilter := -1
+	f := store.DeliveryFilter{Before: before, Limit: limit}
 	if q.Status != "" {
-		c, ok := q.Status.code()
+		c, ok := q.Status.stored()
 		if !ok {
 			return DeliveryPage{}, invalid("status", "must be pending, delivered, failed, cancelled or superseded")
 		}
-		statusFilter = c
+		f.Status = &c
 	}
-	var seq int64
-	err := d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT seq FROM webhooks WHERE id = ?`), webhookID).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return DeliveryPage{}, ErrNotFound
-	}
+	rows, more, err := d.st.Deliveries(ctx, webhookID, f)
 	if err != nil {
-		return DeliveryPage{}, fmt.Errorf("webhook: list deliveries: %w", err)
+		return DeliveryPage{}, err
 	}
-	rows, err := d.st.rdb.QueryContext(ctx, d.st.q(`SELECT `+deliveryColumns+deliveryFrom+`
-		WHERE d.webhook_seq = ? AND d.id < ? AND (? < 0 OR d.status = ?)
-		ORDER BY d.id DESC LIMIT ?`), seq, before, statusFilter, statusFilter, limit+1)
-	if err != nil {
-		return DeliveryPage{}, fmt.Errorf("webhook: list deliveries: %w", err)
+	page := DeliveryPage{Deliveries: make([]Delivery, len(rows))}
+	for i, dl := range rows {
+		page.Deliveries[i] = toDelivery(dl)
 	}
-	defer rows.Close()
-	page := DeliveryPage{Deliveries: []Delivery{}}
-	for rows.Next() {
-		dl, err := scanDelivery(rows)
-		if err != nil {
-			return DeliveryPage{}, fmt.Errorf("webhook: list deliveries: %w", err)
-		}
-		page.Deliveries = append(page.Deliveries, dl)
-	}
-	if err := rows.Err(); err != nil {
-		return DeliveryPage{}, fmt.Errorf("webhook: list deliveries: %w", err)
-	}
-	if len(page.Deliveries) > limit {
-		page.Deliveries = page.Deliveries[:limit]
-		page.NextCursor = strconv.FormatInt(page.Deliveries[limit-1].ID, 10)
+	if more {
+		page.NextCursor = strconv.FormatInt(rows[len(rows)-1].ID, 10)
 	}
 	return page, nil
 }
@@ -195,14 +157,11 @@ func (d *Dispatcher) Delivery(ctx context.Context, id int64) (Delivery, error) {
 		return Delivery{}, err
 	}
 	defer d.calls.Done()
-	dl, err := scanDelivery(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+deliveryColumns+deliveryFrom+` WHERE d.id = ?`), id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Delivery{}, ErrNotFound
-	}
+	dl, err := d.st.Delivery(ctx, id)
 	if err != nil {
-		return Delivery{}, fmt.Errorf("webhook: get delivery: %w", err)
+		return Delivery{}, err
 	}
-	return dl, nil
+	return toDelivery(dl), nil
 }
 
 // Attempts lists a delivery's attempts, oldest first. It returns
@@ -212,35 +171,13 @@ func (d *Dispatcher) Attempts(ctx context.Context, deliveryID int64) ([]Attempt,
 		return nil, err
 	}
 	defer d.calls.Done()
-	var one int
-	err := d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT 1 FROM webhook_deliveries WHERE id = ?`), deliveryID).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
+	rows, err := d.st.Attempts(ctx, deliveryID)
 	if err != nil {
-		return nil, fmt.Errorf("webhook: list attempts: %w", err)
+		return nil, err
 	}
-	rows, err := d.st.rdb.QueryContext(ctx, d.st.q(`SELECT id, delivery_id, number, trigger, started_at, duration_us, status_code, error_class, error, response
-		FROM webhook_attempts WHERE delivery_id = ? ORDER BY id`), deliveryID)
-	if err != nil {
-		return nil, fmt.Errorf("webhook: list attempts: %w", err)
-	}
-	defer rows.Close()
-	out := []Attempt{}
-	for rows.Next() {
-		var a Attempt
-		var trig int
-		var started, durUS int64
-		if err := rows.Scan(&a.ID, &a.DeliveryID, &a.Number, &trig, &started, &durUS, &a.StatusCode, &a.ErrorClass, &a.Error, &a.ResponseBody); err != nil {
-			return nil, fmt.Errorf("webhook: list attempts: %w", err)
-		}
-		a.Trigger = triggerFromCode(trig)
-		a.StartedAt = fromMS(started)
-		a.Duration = time.Duration(durUS) * time.Microsecond
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("webhook: list attempts: %w", err)
+	out := make([]Attempt, len(rows))
+	for i, a := range rows {
+		out[i] = toAttempt(a)
 	}
 	return out, nil
 }
@@ -261,23 +198,6 @@ type AttemptResult struct {
 	DeliveryID int64 `json:"delivery_id"`
 }
 
-// loadJob reads what an attempt of a delivery needs.
-func (d *Dispatcher) loadJob(ctx context.Context, deliveryID int64) (job, int, error) {
-	var j job
-	var status int
-	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+hookColumns+`, d.id, d.status, e.id, e.type, COALESCE(d.payload, e.payload)
-		FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq JOIN webhooks w ON w.seq = d.webhook_seq
-		WHERE d.id = ?`), deliveryID), &j.deliveryID, &status, &j.eventID, &j.eventType, &j.payload)
-	if errors.Is(err, sql.ErrNoRows) {
-		return job{}, 0, ErrNotFound
-	}
-	if err != nil {
-		return job{}, 0, fmt.Errorf("webhook: load delivery: %w", err)
-	}
-	j.hook = h
-	return j, status, nil
-}
-
 // Retry attempts a delivery now, whatever its state, as a manual attempt
 // that leaves its schedule alone: on success the delivery becomes
 // delivered; on failure nothing changes but the attempt log. It returns
@@ -287,12 +207,12 @@ func (d *Dispatcher) Retry(ctx context.Context, deliveryID int64) (AttemptResult
 		return AttemptResult{}, err
 	}
 	defer d.calls.Done()
-	j, _, err := d.loadJob(ctx, deliveryID)
+	j, _, err := d.st.LoadJob(ctx, deliveryID)
 	if err != nil {
 		return AttemptResult{}, err
 	}
-	j.trigger = TriggerManual
-	return d.attemptNow(ctx, j, func(t *wtx, o outcome) error { return t.complete(o) })
+	j.Trigger = store.Manual
+	return d.attemptNow(ctx, j)
 }
 
 // SendTest sends a sample webhook.test event to a webhook synchronously,
@@ -310,12 +230,9 @@ func (d *Dispatcher) SendTest(ctx context.Context, webhookID string) (AttemptRes
 	if err := checkWebhookID(webhookID); err != nil {
 		return AttemptResult{}, err
 	}
-	h, err := d.st.scanHook(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+hookColumns+` FROM webhooks w WHERE w.id = ?`), webhookID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return AttemptResult{}, ErrNotFound
-	}
+	h, err := d.st.HookByID(ctx, webhookID)
 	if err != nil {
-		return AttemptResult{}, fmt.Errorf("webhook: send test: %w", err)
+		return AttemptResult{}, err
 	}
 	p, err := encodeEvent(Event{ID: newEventID(), Type: EventTest, Timestamp: d.now(), Data: testData{
 		WebhookID: webhookID,
@@ -325,30 +242,12 @@ func (d *Dispatcher) SendTest(ctx context.Context, webhookID string) (AttemptRes
 		return AttemptResult{}, err
 	}
 	// The delivery is recorded first, so that its ID can be sent.
-	var deliveryID int64
-	err = d.st.do(ctx, func(t *wtx) error {
-		now := ms(t.now)
-		var evSeq int64
-		if err := t.queryRow(`INSERT INTO webhook_events (id, type, payload, created_at) VALUES (?, ?, ?, ?) RETURNING seq`, p.id, p.typ, p.payload, now).Scan(&evSeq); err != nil {
-			return fmt.Errorf("webhook: record test event: %w", err)
-		}
-		if err := t.queryRow(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, attempts, next_at, created_at, updated_at) VALUES (?, ?, 2, 1, ?, ?, ?) RETURNING id`,
-			evSeq, h.seq, now, now, now).Scan(&deliveryID); err != nil {
-			return fmt.Errorf("webhook: record test delivery: %w", err)
-		}
-		t.count(cFailed, 1) // until its attempt succeeds
-		return nil
-	})
+	deliveryID, err := d.st.InsertTestDelivery(ctx, h.Seq, p.stored())
 	if err != nil {
 		return AttemptResult{}, err
 	}
-	j := job{deliveryID: deliveryID, attempt: 1, trigger: TriggerTest, hook: h, eventID: p.id, eventType: p.typ, payload: p.payload}
-	return d.attemptNow(ctx, j, func(t *wtx, o outcome) error {
-		if o.result != resultDelivered {
-			o.result = resultManualFail
-		}
-		return t.complete(o)
-	})
+	j := store.Job{DeliveryID: deliveryID, Attempt: 1, Trigger: store.Test, Hook: h, EventID: p.id, EventType: p.typ, Payload: p.payload}
+	return d.attemptNow(ctx, j)
 }
 
 // testData is the data of a webhook.test event.
@@ -357,9 +256,9 @@ type testData struct {
 	Message   string `json:"message"`
 }
 
-// attemptNow makes one attempt on behalf of a caller and records it with
-// record.
-func (d *Dispatcher) attemptNow(ctx context.Context, j job, record func(*wtx, outcome) error) (AttemptResult, error) {
+// attemptNow makes one attempt on behalf of a caller (Retry, SendTest)
+// and records it: a failure leaves the delivery's schedule as it was.
+func (d *Dispatcher) attemptNow(ctx context.Context, j store.Job) (AttemptResult, error) {
 	actx, stop := mergeCancel(ctx, d.base)
 	defer stop()
 	r := d.sender.send(actx, j, d.now())
@@ -367,14 +266,17 @@ func (d *Dispatcher) attemptNow(ctx context.Context, j job, record func(*wtx, ou
 		return AttemptResult{}, context.Cause(actx)
 	}
 	o := d.decide(j, r, d.now())
-	if j.trigger == TriggerManual && (o.result == resultFailed || o.result == resultRetry) {
-		o.result = resultManualFail // the schedule stays as it was
+	if o.Result != store.ResultDelivered && o.Result != store.ResultGone {
+		o.Result = store.ResultManualFail // the schedule stays as it was
 	}
-	d.met.attempt(j.trigger, r.class, r.duration)
+	if j.Trigger == store.Test && o.Result == store.ResultGone {
+		o.Result = store.ResultManualFail // a test send disables nothing
+	}
+	d.met.attempt(triggerFromStore(j.Trigger), r.class, r.duration)
 	if !r.ok() {
 		d.logFailure(j, o)
 	}
-	if err := d.st.do(context.WithoutCancel(ctx), func(t *wtx) error { return record(t, o) }); err != nil {
+	if err := d.st.RecordNow(context.WithoutCancel(ctx), o); err != nil {
 		return AttemptResult{}, err
 	}
 	return AttemptResult{
@@ -383,7 +285,7 @@ func (d *Dispatcher) attemptNow(ctx context.Context, j job, record func(*wtx, ou
 		Duration:   r.duration,
 		ErrorClass: r.class,
 		Error:      r.errMsg,
-		DeliveryID: j.deliveryID,
+		DeliveryID: j.DeliveryID,
 	}, nil
 }
 
@@ -419,38 +321,12 @@ func (d *Dispatcher) Recover(ctx context.Context, webhookID string, since, until
 	if !until.After(since) {
 		return 0, invalid("until", "must be after since")
 	}
-	var n int64
-	err := d.st.do(ctx, func(t *wtx) error {
-		var seq int64
-		var enabled bool
-		err := t.queryRow(`SELECT seq, enabled FROM webhooks WHERE id = ?`, webhookID).Scan(&seq, &enabled)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("webhook: recover: %w", err)
-		}
-		if !enabled {
-			return ErrWebhookDisabled
-		}
-		now := ms(t.now)
-		res, err := t.exec(`UPDATE webhook_deliveries SET status = 0, attempts = 0, leased = 0, next_at = ?, updated_at = ?, last_error = ''
-			WHERE webhook_seq = ? AND status = 2 AND created_at >= ? AND created_at < ?
-			AND NOT EXISTS (SELECT 1 FROM webhook_events e WHERE e.seq = event_seq AND e.type = 'webhook.test')`,
-			now, now, seq, ms(since), ms(until))
-		if err != nil {
-			return fmt.Errorf("webhook: recover: %w", err)
-		}
-		n, err = res.RowsAffected()
-		t.count(cFailed, -n)
-		t.notify = n > 0
-		return err
-	})
+	n, err := d.st.RecoverFailed(ctx, webhookID, since, until, EventTest)
 	if err != nil {
 		return 0, err
 	}
 	if n > 0 {
 		d.Notify()
 	}
-	return int(n), nil
+	return n, nil
 }

@@ -36,7 +36,7 @@ func TestSlackAndDiscordDeliveries(t *testing.T) {
 	// stored envelope.
 	r := newTestRenderer(t, cfg.Messages)
 	var payload []byte
-	require.NoError(t, d.st.rdb.QueryRow(d.st.q(`SELECT payload FROM webhook_events WHERE id = ?`), pub.EventID).Scan(&payload))
+	require.NoError(t, d.st.Reader().QueryRow(d.st.Rebind(`SELECT payload FROM webhook_events WHERE id = ?`), pub.EventID).Scan(&payload))
 	for _, c := range []struct {
 		rc     *receiver
 		w      Webhook

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 // RetryPolicy decides when a failed delivery is attempted again. A
@@ -92,21 +95,12 @@ const (
 	TriggerTest Trigger = "test"
 )
 
-func (t Trigger) code() int {
+// triggerFromStore names a stored trigger.
+func triggerFromStore(t store.Trigger) Trigger {
 	switch t {
-	case TriggerManual:
-		return 1
-	case TriggerTest:
-		return 2
-	}
-	return 0
-}
-
-func triggerFromCode(c int) Trigger {
-	switch c {
-	case 1:
+	case store.Manual:
 		return TriggerManual
-	case 2:
+	case store.Test:
 		return TriggerTest
 	}
 	return TriggerScheduled
@@ -186,22 +180,22 @@ type attemptResult struct {
 func (r attemptResult) ok() bool { return r.class == ClassNone }
 
 // send makes one attempt of j, signed afresh.
-func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
+func (s *sender) send(ctx context.Context, j store.Job, now time.Time) attemptResult {
 	res := attemptResult{started: now, retryAfter: -1}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if j.hook.format == FormatEmail {
+	if Format(j.Hook.Format) == FormatEmail {
 		return s.sendEmail(ctx, j, res)
 	}
-	body := j.payload
-	if j.hook.format != FormatJSON && j.hook.format != "" {
+	body := j.Payload
+	if Format(j.Hook.Format) != FormatJSON && Format(j.Hook.Format) != "" {
 		var err error
-		if body, err = s.render.render(j.hook.format, j.payload); err != nil {
+		if body, err = s.render.render(Format(j.Hook.Format), j.Payload); err != nil {
 			res.class, res.errMsg = ClassConnection, "the message could not be rendered"
 			return res
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.hook.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.Hook.URL, bytes.NewReader(body))
 	if err != nil {
 		res.class, res.errMsg = ClassConnection, "the URL cannot be requested"
 		return res
@@ -209,9 +203,9 @@ func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
 	h := req.Header
 	h["Content-Type"] = []string{"application/json"}
 	h["User-Agent"] = []string{userAgent}
-	h[http.CanonicalHeaderKey(HeaderSPARCEvent)] = []string{j.eventType}
-	h[http.CanonicalHeaderKey(HeaderSPARCDelivery)] = []string{strconv.FormatInt(j.deliveryID, 10)}
-	j.hook.signer(now).setHeaders(h, j.eventID, now.Unix(), body)
+	h[http.CanonicalHeaderKey(HeaderSPARCEvent)] = []string{j.EventType}
+	h[http.CanonicalHeaderKey(HeaderSPARCDelivery)] = []string{strconv.FormatInt(j.DeliveryID, 10)}
+	j.Hook.Signer(now).SetHeaders(h, j.EventID, now.Unix(), body)
 	req.ContentLength = int64(len(body))
 
 	resp, err := s.client.Do(req)
@@ -242,21 +236,21 @@ func (s *sender) send(ctx context.Context, j job, now time.Time) attemptResult {
 
 // sendEmail makes one attempt of an email delivery. The SMTP reply code
 // stands in for the HTTP status.
-func (s *sender) sendEmail(ctx context.Context, j job, res attemptResult) attemptResult {
+func (s *sender) sendEmail(ctx context.Context, j store.Job, res attemptResult) attemptResult {
 	if s.smtp == nil {
 		res.class, res.errMsg = ClassSMTP, "email deliveries need Config.SMTP"
 		res.duration = time.Since(res.started)
 		return res
 	}
-	subject, text, html, err := s.render.renderEmail(j.payload)
+	subject, text, html, err := s.render.renderEmail(j.Payload)
 	if err != nil {
 		res.class, res.errMsg = ClassSMTP, "the email could not be rendered"
 		res.duration = time.Since(res.started)
 		return res
 	}
-	code, err := sendEmail(ctx, *s.smtp, s.smtpDial, j.hook.mailTo, emailMessage{
+	code, err := sendEmail(ctx, *s.smtp, s.smtpDial, j.Hook.MailTo, emailMessage{
 		subject: subject, text: text, html: html,
-		eventID: j.eventID, eventType: j.eventType, deliveryID: j.deliveryID, date: res.started,
+		eventID: j.EventID, eventType: j.EventType, deliveryID: j.DeliveryID, date: res.started,
 	})
 	res.duration = time.Since(res.started)
 	res.status = code
@@ -381,62 +375,63 @@ func breakerClass(r attemptResult) bool {
 
 // decide turns an attempt's result into what is recorded: delivered, a
 // retry at a time, failed, or gone.
-func (d *Dispatcher) decide(j job, r attemptResult, now time.Time) outcome {
-	o := outcome{
-		deliveryID: j.deliveryID,
-		hookSeq:    j.hook.seq,
-		attempt:    j.attempt,
-		trigger:    j.trigger,
-		started:    r.started,
-		duration:   r.duration,
-		status:     r.status,
-		class:      r.class,
-		errMsg:     r.errMsg,
-		body:       r.body,
+func (d *Dispatcher) decide(j store.Job, r attemptResult, now time.Time) store.Outcome {
+	o := store.Outcome{
+		DeliveryID: j.DeliveryID,
+		HookSeq:    j.Hook.Seq,
+		Breaker:    breakerClass(r),
+		Attempt:    j.Attempt,
+		Trigger:    j.Trigger,
+		Started:    r.started,
+		Duration:   r.duration,
+		Status:     r.status,
+		Class:      r.class,
+		Err:        r.errMsg,
+		Body:       r.body,
 	}
 	switch {
 	case r.cancelled:
-		o.result = resultReleased
+		o.Result = store.ResultReleased
 	case r.ok():
-		o.result = resultDelivered
+		o.Result = store.ResultDelivered
 	case r.status == http.StatusGone:
-		o.result = resultGone
+		o.Result = store.ResultGone
 	default:
-		wait, ok := d.cfg.RetryPolicy.NextRetry(j.attempt)
+		wait, ok := d.cfg.RetryPolicy.NextRetry(j.Attempt)
 		if !ok {
-			o.result = resultFailed
+			o.Result = store.ResultFailed
 			break
 		}
 		if r.retryAfter >= 0 {
 			wait = max(wait, min(r.retryAfter, d.cfg.MaxRetryAfter))
 		}
-		o.result, o.nextAt = resultRetry, now.Add(wait)
+		o.Result, o.NextAt = store.ResultRetry, now.Add(wait)
 	}
 	return o
 }
 
 // logFailure logs a failed attempt at warn level.
-func (d *Dispatcher) logFailure(j job, o outcome) {
+func (d *Dispatcher) logFailure(j store.Job, o store.Outcome) {
 	attrs := []any{
-		"webhook_id", j.hook.id,
-		"url", redactURL(j.hook.url),
-		"delivery_id", j.deliveryID,
-		"event_id", j.eventID,
-		"event_type", j.eventType,
-		"attempt", j.attempt,
-		"trigger", string(j.trigger),
-		"status_code", o.status,
-		"error_class", o.class,
-		"error", o.errMsg,
+		"webhook_id", j.Hook.ID,
+		"url", redactURL(j.Hook.URL),
+		"delivery_id", j.DeliveryID,
+		"event_id", j.EventID,
+		"event_type", j.EventType,
+		"attempt", j.Attempt,
+		"trigger", string(triggerFromStore(j.Trigger)),
+		"status_code", o.Status,
+		"error_class", o.Class,
+		"error", o.Err,
 	}
-	switch o.result {
-	case resultRetry:
-		attrs = append(attrs, "next_attempt_at", o.nextAt.UTC().Format(time.RFC3339))
-	case resultFailed:
+	switch o.Result {
+	case store.ResultRetry:
+		attrs = append(attrs, "next_attempt_at", o.NextAt.UTC().Format(time.RFC3339))
+	case store.ResultFailed:
 		attrs = append(attrs, "next_attempt_at", "none: retries exhausted")
-	case resultGone:
+	case store.ResultGone:
 		attrs = append(attrs, "next_attempt_at", "none: webhook disabled (410 Gone)")
-	case resultManualFail:
+	case store.ResultManualFail:
 		attrs = append(attrs, "next_attempt_at", "unchanged by a manual attempt")
 	}
 	d.log.Warn("webhook delivery attempt failed", attrs...)
@@ -449,10 +444,16 @@ func (d *Dispatcher) logFailure(j job, o outcome) {
 // for another claim, an empty queue, or a retry due sooner than it planned
 // to look. Handing a message to the loop for every delivery would cost a
 // goroutine wake-up each.
+//
+// The data path reads in one direction: the loop asks the store to claim
+// (store.Claim, with a snapshot of what is in flight), a worker signs and
+// sends each job (sender.send), decides what it came to (decide) and
+// hands the outcome to the store (store.Record), which writes it with the
+// batch's others and applies the circuit breaker and the disable rule.
 
 type deliveryLoop struct {
 	d     *Dispatcher
-	jobs  chan job
+	jobs  chan store.Job
 	wakec chan struct{}
 	stopc chan struct{}
 
@@ -472,14 +473,11 @@ type deliveryLoop struct {
 	mu       sync.Mutex // guards the fields below
 	inflight int        // claimed and not finished: queued or being attempted
 	// suspects counts the attempts in flight of deliveries whose previous
-	// attempt died with its process. One runs at a time, so that a
-	// delivery that kills the process cannot take the deliveries claimed
-	// with it along every time and exhaust their schedules too.
+	// attempt died with its process (see store.ClaimRequest).
 	suspects int
 	perHook  map[int64]int // inflight, by webhook
 	limits   map[int64]int // each webhook's adaptive limit of inflight (absent: the cap)
-	breakers *breakers
-	dueAt    time.Time // the soonest retry the workers reported since the loop last looked
+	dueAt    time.Time     // the soonest retry the workers reported since the loop last looked
 }
 
 // prefetch is how many deliveries per worker the loop keeps claimed: the
@@ -491,7 +489,7 @@ func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 	ctx, cancel := context.WithCancel(d.base)
 	return &deliveryLoop{
 		d:        d,
-		jobs:     make(chan job, prefetch*d.cfg.Workers),
+		jobs:     make(chan store.Job, prefetch*d.cfg.Workers),
 		wakec:    make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 		ctx:      ctx,
@@ -499,7 +497,6 @@ func newDeliveryLoop(d *Dispatcher) *deliveryLoop {
 		loopDone: make(chan struct{}),
 		perHook:  make(map[int64]int),
 		limits:   make(map[int64]int),
-		breakers: newBreakers(d.cfg),
 	}
 }
 
@@ -540,13 +537,13 @@ func (l *deliveryLoop) start() {
 		go l.worker()
 	}
 	go l.run()
-	if l.d.st.pg {
+	if l.d.st.IsPostgres() {
 		ctx, cancel := context.WithCancel(l.ctx)
 		l.stopListen = cancel
 		l.listenDone = make(chan struct{})
 		go func() {
 			defer close(l.listenDone)
-			l.d.st.listen(ctx, l.wake)
+			l.d.st.Listen(ctx, l.wake)
 		}()
 	}
 }
@@ -574,8 +571,7 @@ func (l *deliveryLoop) stop(ctx context.Context) error {
 	for {
 		select {
 		case j := <-l.jobs:
-			o := outcome{deliveryID: j.deliveryID, result: resultReleased}
-			l.d.st.submit(func(t *wtx) error { return t.complete(o) })
+			l.d.st.Release(j.DeliveryID)
 			continue
 		default:
 		}
@@ -637,17 +633,17 @@ func (l *deliveryLoop) run() {
 				more = false
 				setTimer(d.cfg.PollInterval)
 			} else {
-				if len(got.jobs) > 0 && got.full {
+				if len(got.Jobs) > 0 && got.Full {
 					continue // more may be due
 				}
 				// Held deliveries wait for a worker of their webhook to
 				// finish; otherwise sleep until the next one is due.
-				more = got.held
+				more = got.Held
 				wait := d.cfg.PollInterval
-				if !more && !got.next.IsZero() {
-					wait = min(wait, time.Until(got.next))
+				if !more && !got.Next.IsZero() {
+					wait = min(wait, time.Until(got.Next))
 				}
-				if got.busy {
+				if got.Busy {
 					// Another process was claiming for some webhooks: look
 					// again once its claim has committed.
 					wait = min(wait, busyRetry)
@@ -668,58 +664,33 @@ func (l *deliveryLoop) run() {
 }
 
 // claim claims up to room deliveries and queues them for the workers.
-func (l *deliveryLoop) claim(room int) (claimed, error) {
+func (l *deliveryLoop) claim(room int) (store.Claimed, error) {
 	d := l.d
-	window := min(room+8, 512)
-	var got claimed
-	taken := make(map[int64]int)
-	takenN, suspectsN := 0, 0
-	now := time.Now()
-	// plan takes what there is room for, holding the deliveries of
-	// webhooks at their cap or with an open breaker, and interrupted
-	// deliveries while one is in flight.
-	plan := func(seq int64, interrupted bool, leased int, breakerUntil time.Time) planVerdict {
-		if takenN >= room {
-			return planFull
-		}
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if interrupted && l.suspects+suspectsN > 0 {
-			return planWait
-		}
-		// leased counts, with PostgreSQL, the live leases of every
-		// process, this one's among them.
-		inFlight := max(l.perHook[seq], leased) + taken[seq]
-		if inFlight >= l.limit(seq) || !l.breakerAllows(seq, inFlight, breakerUntil, now) {
-			return planHold
-		}
-		taken[seq]++
-		takenN++
-		if interrupted {
-			suspectsN++
-		}
-		return planTake
+	l.mu.Lock()
+	req := store.ClaimRequest{
+		Room:     room,
+		Window:   min(room+8, 512),
+		Lease:    d.cfg.LeaseDuration,
+		Cap:      d.cfg.MaxInFlightPerWebhook,
+		InFlight: maps.Clone(l.perHook),
+		Limits:   maps.Clone(l.limits),
+		Suspects: l.suspects,
 	}
-	err := d.st.do(l.ctx, func(t *wtx) error {
-		clear(taken)
-		takenN, suspectsN = 0, 0
-		var err error
-		got, err = t.claim(window, d.cfg.LeaseDuration, d.cfg.RetryPolicy, plan)
-		return err
-	})
+	l.mu.Unlock()
+	got, err := d.st.Claim(l.ctx, req)
 	if err != nil {
 		return got, err
 	}
 	l.mu.Lock()
-	for _, j := range got.jobs {
+	for _, j := range got.Jobs {
 		l.inflight++
-		l.perHook[j.hook.seq]++
-		if j.interrupted {
+		l.perHook[j.Hook.Seq]++
+		if j.Interrupted {
 			l.suspects++
 		}
 	}
 	l.mu.Unlock()
-	for _, j := range got.jobs {
+	for _, j := range got.Jobs {
 		l.jobs <- j // never blocks: inflight stays within the channel's capacity
 	}
 	return got, nil
@@ -730,9 +701,7 @@ type finished struct {
 	seq     int64     // the job's webhook
 	ok      bool      // the attempt succeeded
 	tried   bool      // an attempt was made (not a job given back)
-	hookID  string    // and its ID
 	breaker bool      // the attempt failed in a way that counts for the breaker
-	at      time.Time // when the attempt ended
 	retryAt time.Time // when the job's next attempt is due, if it failed
 	suspect bool      // the job's previous attempt had died with its process
 }
@@ -754,15 +723,6 @@ func (l *deliveryLoop) finish(f finished) {
 	wake := false
 	if f.tried {
 		l.adapt(f.seq, f.ok, f.breaker)
-		// With PostgreSQL, the shared breaker is recorded with the outcome.
-		if !l.d.st.pg {
-			if until := l.breakers.record(f.seq, f.breaker, f.at); !until.IsZero() {
-				l.hold(f.seq, f.hookID, until)
-				f.retryAt = until
-			}
-		}
-	} else if !l.d.st.pg {
-		l.breakers.untried(f.seq) // a probe given back: another may go
 	}
 	if !f.retryAt.IsZero() && (l.dueAt.IsZero() || f.retryAt.Before(l.dueAt)) {
 		l.dueAt = f.retryAt
@@ -777,72 +737,46 @@ func (l *deliveryLoop) finish(f finished) {
 	}
 }
 
-// breakerAllows reports whether the webhook's circuit breaker lets a
-// delivery through now, given how many are in flight. With SQLite the
-// breaker is the loop's own; with PostgreSQL it is the one every process
-// shares (breakerUntil, read by the claim): once its cool-down has ended,
-// one delivery goes, as the probe, when none is in flight in any process.
-// l.mu must be held.
-func (l *deliveryLoop) breakerAllows(seq int64, inFlight int, breakerUntil, now time.Time) bool {
-	if !l.d.st.pg {
-		return l.breakers.allow(seq, inFlight, now)
-	}
-	return breakerUntil.IsZero() || (!now.Before(breakerUntil) && inFlight == 0)
-}
-
-// hold postpones a webhook's pending deliveries until its breaker's
-// cool-down ends, so that they do not crowd the head of the queue.
-func (l *deliveryLoop) hold(seq int64, id string, until time.Time) {
-	logBreakerOpen(l.d.log, id, until)
-	l.d.st.submit(func(t *wtx) error {
-		_, err := t.exec(holdStatement, ms(until), seq, ms(until))
-		return err
-	})
-}
-
 func (l *deliveryLoop) worker() {
 	defer l.workersWG.Done()
 	d := l.d
 	for j := range l.jobs {
 		now := d.now()
-		if now.Sub(j.claimedAt) > d.cfg.LeaseDuration-d.cfg.AttemptTimeout {
+		if now.Sub(j.ClaimedAt) > d.cfg.LeaseDuration-d.cfg.AttemptTimeout {
 			// It waited so long that its lease could end during the
 			// attempt: give it back rather than risk a second attempt
 			// beside this one.
-			o := outcome{deliveryID: j.deliveryID, result: resultReleased}
-			d.st.submit(func(t *wtx) error { return t.complete(o) })
-			l.finish(finished{seq: j.hook.seq, hookID: j.hook.id, suspect: j.interrupted})
+			d.st.Release(j.DeliveryID)
+			l.finish(finished{seq: j.Hook.Seq, suspect: j.Interrupted})
 			continue
 		}
-		if d.st.isOff(j.hook.seq) {
+		if d.st.IsOff(j.Hook.Seq) {
 			// Its webhook was disabled or deleted after the claim.
-			id := j.deliveryID
-			d.st.submit(func(t *wtx) error { return t.dropped(id) })
-			l.finish(finished{seq: j.hook.seq, hookID: j.hook.id, suspect: j.interrupted})
+			d.st.Dropped(j.DeliveryID)
+			l.finish(finished{seq: j.Hook.Seq, suspect: j.Interrupted})
 			continue
 		}
 		r := d.sender.send(l.ctx, j, now)
 		o := d.decide(j, r, d.now())
-		o.breaker = breakerClass(r)
-		if o.result != resultReleased {
-			d.met.attempt(j.trigger, r.class, r.duration)
+		if o.Result != store.ResultReleased {
+			d.met.attempt(TriggerScheduled, r.class, r.duration)
 			if !r.ok() {
 				d.logFailure(j, o)
 			}
 		}
-		if o.result == resultGone {
+		if o.Result == store.ResultGone {
 			// The webhook is disabled by this outcome: wait for the
 			// commit, so that no delivery of it is claimed, or let
 			// through, once this worker's slot is free.
-			if err := d.st.submitWait(func(t *wtx) error { return t.complete(o) }); err != nil {
-				d.log.Error("webhook: recording an attempt failed", "webhook_id", j.hook.id, "delivery_id", j.deliveryID, "error", err)
+			if err := d.st.RecordWait(o); err != nil {
+				d.log.Error("webhook: recording an attempt failed", "webhook_id", j.Hook.ID, "delivery_id", j.DeliveryID, "error", err)
 			}
 		} else {
-			d.st.submit(func(t *wtx) error { return t.complete(o) })
+			d.st.Record(o)
 		}
-		f := finished{seq: j.hook.seq, hookID: j.hook.id, ok: r.ok(), tried: !r.cancelled, breaker: breakerClass(r), at: time.Now(), suspect: j.interrupted}
-		if o.result == resultRetry {
-			f.retryAt = o.nextAt
+		f := finished{seq: j.Hook.Seq, ok: r.ok(), tried: !r.cancelled, breaker: o.Breaker, suspect: j.Interrupted}
+		if o.Result == store.ResultRetry {
+			f.retryAt = o.NextAt
 		}
 		l.finish(f)
 	}

@@ -536,7 +536,7 @@ func TestCloseWaitsForAttemptsInFlight(t *testing.T) {
 	require.NoError(t, <-closed)
 	require.NoError(t, d.Close(context.Background()), "a second Close is fine")
 
-	d2 := openTestAt(t, d.st, cfg)
+	d2 := openTestAt(t, d.st.Path(), cfg)
 	dl := onlyDelivery(t, d2, w.ID)
 	require.Equal(t, StatusDelivered, dl.Status, "the attempt in flight finished and was recorded")
 	require.Equal(t, 1, dl.Attempts)
@@ -566,7 +566,7 @@ func TestCloseCancelsAttemptsWithoutCountingThem(t *testing.T) {
 	require.ErrorIs(t, d.Close(ctx), context.DeadlineExceeded)
 
 	hang.Store(false)
-	d2 := openTestAt(t, d.st, cfg)
+	d2 := openTestAt(t, d.st.Path(), cfg)
 	dl := onlyDelivery(t, d2, w.ID)
 	waitStatus(t, d2, dl.ID, StatusDelivered)
 	attempts, err := d2.Attempts(t.Context(), dl.ID)
@@ -582,9 +582,9 @@ func TestCloseCancelsAttemptsWithoutCountingThem(t *testing.T) {
 }
 
 // openTestAt opens the file behind a closed dispatcher's store again.
-func openTestAt(t testing.TB, old *store, cfg Config) *Dispatcher {
+func openTestAt(t testing.TB, path string, cfg Config) *Dispatcher {
 	t.Helper()
-	d, err := Open(context.Background(), old.path, cfg)
+	d, err := Open(context.Background(), path, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, d.Close(context.Background())) })
 	return d

@@ -1,25 +1,27 @@
 package webhook
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
+	"github.com/sparc-webhooks/webhook/signature"
 )
 
 // Sentinel errors that callers branch on with [errors.Is].
 var (
 	// ErrClosed is returned by every method called after [Dispatcher.Close].
-	ErrClosed = errors.New("webhook: dispatcher is closed")
+	ErrClosed = store.ErrClosed
 
 	// ErrNotFound is returned when a webhook, event or delivery does not exist.
-	ErrNotFound = errors.New("webhook: not found")
+	ErrNotFound = store.ErrNotFound
 
 	// ErrWebhookDisabled is returned by calls that need an enabled webhook,
 	// such as Recover, when it is disabled.
-	ErrWebhookDisabled = errors.New("webhook: webhook is disabled")
+	ErrWebhookDisabled = store.ErrWebhookDisabled
 
 	// ErrInvalid is matched by every *ValidationError, so that
 	// errors.Is(err, ErrInvalid) tells bad input apart from a failure.
-	ErrInvalid = errors.New("webhook: invalid input")
+	ErrInvalid = signature.ErrInvalid
 
 	// ErrUnknownEventType is returned by Publish for an event type that is
 	// neither built in nor listed in Config.EventTypes. It wraps ErrInvalid.
@@ -28,7 +30,7 @@ var (
 	// ErrInvalidSecret reports a secret that is not "whsec_" followed by the
 	// standard base64 encoding of 24 to 64 bytes. It wraps ErrInvalid. The
 	// secret itself never appears in the message.
-	ErrInvalidSecret = fmt.Errorf("%w: secret must be %q followed by the base64 of 24 to 64 bytes", ErrInvalid, SecretPrefix)
+	ErrInvalidSecret = signature.ErrInvalidSecret
 )
 
 // ValidationError reports bad input and names the field that holds it.

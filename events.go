@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"github.com/sparc-webhooks/webhook/internal/match"
+	"github.com/sparc-webhooks/webhook/internal/store"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -107,44 +109,8 @@ func checkEventName(name string, pattern bool) string {
 	return ""
 }
 
-// matchEvent reports whether a subscription pattern matches an event type.
-// "*" matches every type; otherwise the pattern and the type must have as
-// many dot-separated segments, and each segment of the pattern must equal
-// the type's or be "*": "job.*" matches "job.complete" but not
-// "job.step.done".
-func matchEvent(pattern, typ string) bool {
-	if pattern == "*" || pattern == typ {
-		return true
-	}
-	for {
-		pi := strings.IndexByte(pattern, '.')
-		ti := strings.IndexByte(typ, '.')
-		if (pi < 0) != (ti < 0) {
-			return false
-		}
-		ps, ts := pattern, typ
-		if pi >= 0 {
-			ps, ts = pattern[:pi], typ[:ti]
-		}
-		if ps != "*" && ps != ts {
-			return false
-		}
-		if pi < 0 {
-			return true
-		}
-		pattern, typ = pattern[pi+1:], typ[ti+1:]
-	}
-}
-
 // matchAny reports whether any of patterns matches typ.
-func matchAny(patterns []string, typ string) bool {
-	for _, p := range patterns {
-		if matchEvent(p, typ) {
-			return true
-		}
-	}
-	return false
-}
+func matchAny(patterns []string, typ string) bool { return match.Any(patterns, typ) }
 
 // Event is something that happened in the host, to be sent to every
 // webhook subscribed to its type.
@@ -351,6 +317,23 @@ func encodeEvent(ev Event, maxBytes int) (preparedEvent, error) {
 		}
 	}
 	return p, nil
+}
+
+// stored is the event as the store takes it. A score.changed carries what
+// its fan-out needs to supersede older ones: its subject, and how to encode
+// it again with the change counted from an earlier score.
+func (p preparedEvent) stored() store.Event {
+	ev := store.Event{ID: p.id, Type: p.typ, Payload: p.payload}
+	if sc := p.score; sc != nil {
+		ev.Score = &store.Score{Subject: sc.Subject, Previous: sc.Previous, Current: sc.Current,
+			Rescore: func(since float64) ([]byte, error) {
+				e, err := encodeEvent(Event{ID: p.id, Type: p.typ, Timestamp: p.at, Data: ScoreChanged{
+					Subject: sc.Subject, Previous: since, Current: sc.Current, Delta: sc.Current - since,
+				}}, 1<<30)
+				return e.payload, err
+			}}
+	}
+	return ev
 }
 
 // checkScore rejects scores that cannot be compared.

@@ -802,7 +802,7 @@ func TestFaultBlockedDestination(t *testing.T) {
 				RetryPolicy:  &ScheduleRetryPolicy{Schedule: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond}},
 				PollInterval: 50 * time.Millisecond,
 			}
-			d = openTestAt(t, &store{path: path}, cfg)
+			d = openTestAt(t, path, cfg)
 			_, err = d.Publish(t.Context(), Event{Type: EventJobComplete})
 			require.NoError(t, err)
 			dl, attempts := attemptsOf(t, d, w.ID, StatusFailed)

@@ -442,7 +442,7 @@ func TestHandlerIDsAreCheckedBeforeTheDatabase(t *testing.T) {
 	// With the read pool closed, a query fails with 500: a 404 shows that
 	// no query was made.
 	a := newAPITest(t, Config{DisableDelivery: true})
-	require.NoError(t, a.d.st.rdb.Close())
+	require.NoError(t, a.d.st.Reader().Close())
 	for _, p := range []string{"/webhooks/nope", "/webhooks/" + unknownID[:35] + "x", "/deliveries/0", "/deliveries/x/attempts"} {
 		requireError(t, a.do(t, apiCall{method: "GET", path: p}), http.StatusNotFound, codeNotFound, "")
 	}
@@ -550,7 +550,7 @@ func TestHandlerBodyLimitsAndMediaType(t *testing.T) {
 
 func TestHandlerInternalError(t *testing.T) {
 	a := newAPITest(t, Config{DisableDelivery: true})
-	require.NoError(t, a.d.st.rdb.Close()) // every read now fails
+	require.NoError(t, a.d.st.Reader().Close()) // every read now fails
 
 	tests := []struct {
 		name string

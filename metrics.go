@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/sparc-webhooks/webhook/internal/store"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -94,7 +95,7 @@ func (m *metrics) settled(counts map[string]int64) {
 		return
 	}
 	ctx := context.Background()
-	for name, outcome := range map[string]string{cDelivered: "delivered", cFailed: "failed", cCancelled: "cancelled"} {
+	for name, outcome := range map[string]string{store.CounterDelivered: "delivered", store.CounterFailed: "failed", store.CounterCancelled: "cancelled"} {
 		// A delivery that moves from failed to delivered (a manual retry)
 		// lowers the failed counter; a counter only goes up.
 		if n := counts[name]; n > 0 {

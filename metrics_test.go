@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 func TestMetrics(t *testing.T) {
@@ -67,7 +69,7 @@ func TestMetrics(t *testing.T) {
 func TestNoMetrics(t *testing.T) {
 	var m *metrics
 	m.attempt(TriggerScheduled, "", 0)
-	m.settled(map[string]int64{cDelivered: 1})
+	m.settled(map[string]int64{store.CounterDelivered: 1})
 	m.close()
 }
 

@@ -534,7 +534,7 @@ func TestOpenAPIResponses(t *testing.T) {
 	// 500 from a failing database.
 	broken := openTest(t, Config{DisableDelivery: true})
 	brokenSrv := mountAPI(t, broken.Handler())
-	require.NoError(t, broken.st.rdb.Close())
+	require.NoError(t, broken.st.Reader().Close())
 	resp = s.call(t, brokenSrv, apiCall{method: "GET", path: "/webhooks"}, 500)
 	require.Equal(t, resp.header.Get("X-Request-Id"), resp.json(t)["error"].(map[string]any)["request_id"])
 	s.call(t, brokenSrv, apiCall{method: "GET", path: "/stats"}, 500)

@@ -114,7 +114,7 @@ func TestPostgresProcesses(t *testing.T) {
 	// The parent publishes and never delivers.
 	pcfg := replicaConfig()
 	pcfg.DisableDelivery = true
-	pub := openTestAt(t, &store{path: db}, pcfg)
+	pub := openTestAt(t, db, pcfg)
 	for i := range 10 {
 		_, err := pub.Register(t.Context(), Registration{URL: fmt.Sprintf("%s/h%d", rc.srv.URL, i), Events: []string{"*"}})
 		require.NoError(t, err)
@@ -179,11 +179,11 @@ func TestPostgresProcesses(t *testing.T) {
 	// The outcomes are recorded after the answers: wait for the last.
 	eventually(t, func() bool {
 		var n int
-		require.NoError(t, pub.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 1`).Scan(&n))
+		require.NoError(t, pub.st.Reader().QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 1`).Scan(&n))
 		return n == total
 	}, "not every delivery recorded as delivered")
 	var pending, other int
-	require.NoError(t, pub.st.rdb.QueryRow(`SELECT COUNT(*) FILTER (WHERE status = 0), COUNT(*) FILTER (WHERE status NOT IN (0, 1)) FROM webhook_deliveries`).Scan(&pending, &other))
+	require.NoError(t, pub.st.Reader().QueryRow(`SELECT COUNT(*) FILTER (WHERE status = 0), COUNT(*) FILTER (WHERE status NOT IN (0, 1)) FROM webhook_deliveries`).Scan(&pending, &other))
 	require.Zero(t, pending)
 	require.Zero(t, other, "failed or cancelled deliveries")
 
@@ -196,7 +196,7 @@ func TestPostgresProcesses(t *testing.T) {
 	rc.mu.Unlock()
 	require.Empty(t, overlaps, "deliveries attempted twice at the same time")
 	var overlapping int
-	require.NoError(t, pub.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_attempts b
+	require.NoError(t, pub.st.Reader().QueryRow(`SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_attempts b
 		ON a.delivery_id = b.delivery_id AND a.id < b.id
 		AND b.started_at * 1000 + 1000 <= a.started_at * 1000 + a.duration_us
 		AND a.started_at * 1000 + 1000 <= b.started_at * 1000 + b.duration_us`).Scan(&overlapping)) // started_at in ms (1 ms of slack), durations in µs
@@ -236,8 +236,8 @@ func TestPostgresCapAcrossProcesses(t *testing.T) {
 	cfg := testConfig()
 	cfg.Workers = 8
 	cfg.MaxInFlightPerWebhook = limit
-	a := openTestAt(t, &store{path: db}, cfg)
-	b := openTestAt(t, &store{path: db}, cfg)
+	a := openTestAt(t, db, cfg)
+	b := openTestAt(t, db, cfg)
 	register(t, a, rc.url())
 	for i := range events {
 		d := a
@@ -272,17 +272,17 @@ func TestPostgresRetentionOneAtATime(t *testing.T) {
 	eventually(t, func() bool { return pendingCount(t, d) == 0 }, "deliveries still pending")
 
 	// Another process's prune, as far as the database can tell.
-	other, err := d.st.rdb.Conn(t.Context())
+	other, err := d.st.Reader().Conn(t.Context())
 	require.NoError(t, err)
 	defer other.Close()
 	var ok bool
-	require.NoError(t, other.QueryRowContext(t.Context(), `SELECT pg_try_advisory_lock($1, 0)`, d.st.locks.retention).Scan(&ok))
+	require.NoError(t, other.QueryRowContext(t.Context(), `SELECT pg_try_advisory_lock($1, 0)`, retentionLock(d)).Scan(&ok))
 	require.True(t, ok)
 	n, err := d.prune(t.Context(), time.Now().Add(time.Hour))
 	require.NoError(t, err)
 	require.Zero(t, n, "pruned while another process held the lock")
 
-	_, err = other.ExecContext(t.Context(), `SELECT pg_advisory_unlock($1, 0)`, d.st.locks.retention)
+	_, err = other.ExecContext(t.Context(), `SELECT pg_advisory_unlock($1, 0)`, retentionLock(d))
 	require.NoError(t, err)
 	n, err = d.prune(t.Context(), time.Now().Add(time.Hour))
 	require.NoError(t, err)
@@ -321,7 +321,7 @@ func TestPostgresBreakerAcrossProcesses(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	db := testDB(t)
-	a := openTestAt(t, &store{path: db}, cfg)
+	a := openTestAt(t, db, cfg)
 	register(t, a, rc.url())
 	for range 20 {
 		_, err := a.Publish(t.Context(), Event{Type: EventJobComplete})
@@ -333,7 +333,7 @@ func TestPostgresBreakerAcrossProcesses(t *testing.T) {
 	// (its threshold is high): it must keep to the shared one.
 	bcfg := cfg
 	bcfg.BreakerThreshold = 1000
-	b := openTestAt(t, &store{path: db}, bcfg)
+	b := openTestAt(t, db, bcfg)
 	_, err := b.Publish(t.Context(), Event{Type: EventJobComplete})
 	require.NoError(t, err)
 	time.Sleep(100 * time.Millisecond) // attempts in flight when it opened end
@@ -412,15 +412,15 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	cfg := testConfig()
 	cfg.PollInterval = time.Hour // only a NOTIFY wakes the workers in time
 	cfg.Logger = logs.logger()
-	a := openTestAt(t, &store{path: db}, cfg)
+	a := openTestAt(t, db, cfg)
 	pcfg := testConfig()
 	pcfg.DisableDelivery = true // publishes only: its commits must wake a
-	b := openTestAt(t, &store{path: db}, pcfg)
+	b := openTestAt(t, db, pcfg)
 	rc := newReceiver(t, nil)
 	register(t, b, rc.url())
 
 	listener := func() (pid int) {
-		err := a.st.rdb.QueryRow(`SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN ' || $1`, a.st.locks.channel).Scan(&pid)
+		err := a.st.Reader().QueryRow(`SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN ' || $1`, listenChannel(a)).Scan(&pid)
 		if err != nil {
 			return 0
 		}
@@ -437,43 +437,14 @@ func TestPostgresListenerReconnects(t *testing.T) {
 
 	old := listener()
 	var ended bool
-	require.NoError(t, b.st.rdb.QueryRow(`SELECT pg_terminate_backend($1)`, old).Scan(&ended))
+	require.NoError(t, b.st.Reader().QueryRow(`SELECT pg_terminate_backend($1)`, old).Scan(&ended))
 	require.True(t, ended)
 	eventually(t, func() bool { return containsLine(logs.String(), "listening for PostgreSQL notifications failed") }, "the lost listener went unnoticed")
 	eventually(t, func() bool { p := listener(); return p != 0 && p != old }, "the listener did not reconnect")
 	publish(2)
 }
 
-func TestPGTranslate(t *testing.T) {
-	tests := []struct{ name, in, want string }{
-		{"no placeholders", "SELECT 1", "SELECT 1"},
-		{"numbered in order", "UPDATE t SET a = ?, b = ? WHERE id = ?", "UPDATE t SET a = $1, b = $2 WHERE id = $3"},
-		{"not inside literals", "SELECT '?', x FROM t WHERE y = ? AND z = 'a?b'", "SELECT '?', x FROM t WHERE y = $1 AND z = 'a?b'"},
-		{"escaped quote in a literal", "SELECT 'it''s ?' WHERE a = ?", "SELECT 'it''s ?' WHERE a = $1"},
-		{"casts stay", "SELECT v FROM json_array_elements_text(?::json)", "SELECT v FROM json_array_elements_text($1::json)"},
-		{"begin", "BEGIN IMMEDIATE", "BEGIN"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			require.Equal(t, tt.want, pgTranslate(tt.in))
-		})
-	}
-}
 
-func TestIsPostgresURL(t *testing.T) {
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{"postgres://u@h/db", true},
-		{"postgresql://u@h:5432/db?sslmode=disable", true},
-		{"webhooks.db", false},
-		{"file:webhooks.db?_txlock=immediate", false},
-		{"./postgres://not-a-url.db", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			require.Equal(t, tt.want, isPostgresURL(tt.in))
-		})
-	}
-}
+func retentionLock(d *Dispatcher) int32 { r, _ := d.st.Locks(); return r }
+
+func listenChannel(d *Dispatcher) string { _, c := d.st.Locks(); return c }

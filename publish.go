@@ -3,8 +3,9 @@ package webhook
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"math"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 // Published reports what Publish stored.
@@ -38,19 +39,14 @@ func (d *Dispatcher) Publish(ctx context.Context, ev Event) (Published, error) {
 	if err != nil {
 		return Published{}, err
 	}
-	var res Published
-	err = d.st.do(ctx, func(t *wtx) error {
-		n, dup, err := t.publish(p)
-		res = Published{EventID: p.id, Deliveries: n, Duplicate: dup}
-		return err
-	})
+	r, err := d.st.Publish(ctx, p.stored())
 	if err != nil {
 		return Published{}, err
 	}
-	if res.Deliveries > 0 {
+	if r.Deliveries > 0 {
 		d.Notify()
 	}
-	return res, nil
+	return Published{EventID: p.id, Deliveries: r.Deliveries, Duplicate: r.Duplicate}, nil
 }
 
 // PublishTx is like Publish, but within tx, a transaction of the host's
@@ -72,11 +68,11 @@ func (d *Dispatcher) PublishTx(ctx context.Context, tx *sql.Tx, ev Event) (Publi
 	if err != nil {
 		return Published{}, err
 	}
-	n, dup, err := d.st.publishTx(ctx, tx, p, d.now())
+	r, err := d.st.PublishTx(ctx, tx, p.stored())
 	if err != nil {
 		return Published{}, err
 	}
-	return Published{EventID: p.id, Deliveries: n, Duplicate: dup}, nil
+	return Published{EventID: p.id, Deliveries: r.Deliveries, Duplicate: r.Duplicate}, nil
 }
 
 // Notify tells the workers that deliveries may be due, such as after the
@@ -128,41 +124,21 @@ func (d *Dispatcher) ObserveScore(ctx context.Context, subject string, score flo
 	}
 	id := newEventID()
 	at := d.now()
-	var res ScoreObservation
-	err := d.st.do(ctx, func(t *wtx) error {
-		res = ScoreObservation{}
-		var prev float64
-		err := t.queryRow(`SELECT score FROM webhook_scores WHERE subject = ?`, subject).Scan(&prev)
-		if err == sql.ErrNoRows {
-			res.Baseline = true
-			_, err = t.exec(`INSERT INTO webhook_scores (subject, score, updated_at) VALUES (?, ?, ?)`, subject, score, ms(t.now))
-			return err
-		}
-		if err != nil {
-			return fmt.Errorf("webhook: read score: %w", err)
-		}
-		res.Previous, res.Delta = prev, score-prev
-		if !d.significant(prev, score) {
-			return nil
-		}
+	event := func(prev float64) (store.Event, error) {
 		p, err := encodeEvent(Event{ID: id, Type: EventScoreChanged, Timestamp: at,
 			Data: ScoreChanged{Subject: subject, Previous: prev, Current: score, Delta: score - prev}}, d.cfg.MaxPayloadBytes)
-		if err != nil {
-			return err
-		}
-		if _, _, err := t.publish(p); err != nil {
-			return err
-		}
-		if _, err := t.exec(`UPDATE webhook_scores SET score = ?, updated_at = ? WHERE subject = ?`, score, ms(t.now), subject); err != nil {
-			return fmt.Errorf("webhook: store score: %w", err)
-		}
-		res.Published, res.EventID = true, id
-		return nil
-	})
+		return p.stored(), err
+	}
+	o, err := d.st.ObserveScore(ctx, subject, score, d.significant, event)
 	if err != nil {
 		return ScoreObservation{}, err
 	}
-	if res.Published {
+	res := ScoreObservation{Baseline: o.Baseline, Published: o.Published}
+	if !o.Baseline {
+		res.Previous, res.Delta = o.Previous, score-o.Previous
+	}
+	if o.Published {
+		res.EventID = id
 		d.Notify()
 	}
 	return res, nil

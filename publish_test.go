@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/sparc-webhooks/webhook/internal/match"
 )
 
 // The promise the first users asked for: registering a URL makes a signed
@@ -156,7 +157,7 @@ func TestMatchEvent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.pattern+"~"+tt.typ, func(t *testing.T) {
-			require.Equal(t, tt.want, matchEvent(tt.pattern, tt.typ))
+			require.Equal(t, tt.want, match.Event(tt.pattern, tt.typ))
 		})
 	}
 }
@@ -313,13 +314,13 @@ func TestConcurrentPublishers(t *testing.T) {
 func unsettledCount(t testing.TB, d *Dispatcher) int {
 	t.Helper()
 	var n int
-	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 0 OR (status = 3 AND leased = 1)`).Scan(&n))
+	require.NoError(t, d.st.Reader().QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 0 OR (status = 3 AND leased = 1)`).Scan(&n))
 	return n
 }
 
 func pendingCount(t testing.TB, d *Dispatcher) int {
 	t.Helper()
 	var n int
-	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 0`).Scan(&n))
+	require.NoError(t, d.st.Reader().QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = 0`).Scan(&n))
 	return n
 }

@@ -2,8 +2,6 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -12,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 // Webhook is a registered endpoint and what it subscribes to.
@@ -291,42 +291,8 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (Webhook, err
 		w.DisabledReason = "disabled by request"
 		w.DisabledAt = now
 	}
-	events, _ := json.Marshal(w.Events)
-	err = d.st.do(ctx, func(t *wtx) error {
-		var disabledAt any
-		if !w.Enabled {
-			disabledAt = ms(now)
-		}
-		if _, err := t.exec(`INSERT INTO webhooks (id, url, format, events, secret, enabled, description, created_at, updated_at, disabled_reason, disabled_at, disabled_event_seq)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) FROM webhook_events))`,
-			w.ID, w.URL, string(w.Format), string(events), t.s.sealer.seal(w.ID, secret), boolInt(w.Enabled), w.Description, ms(now), ms(now), w.DisabledReason, disabledAt); err != nil {
-			return fmt.Errorf("webhook: register: %w", err)
-		}
-		return t.registryChanged()
-	})
-	if err != nil {
+	if err := d.st.InsertWebhook(ctx, store.NewWebhook{Webhook: fromWebhook(w), Secret: secret}); err != nil {
 		return Webhook{}, err
-	}
-	return w, nil
-}
-
-const webhookColumns = `id, url, format, events, enabled, description, created_at, updated_at, failure_streak, last_success_at, last_failure_at, disabled_reason, disabled_at, prev_secret_until`
-
-func scanWebhook(sc interface{ Scan(...any) error }) (Webhook, error) {
-	var w Webhook
-	var events string
-	var created, updated int64
-	var lastOK, lastFail, disabledAt, prevUntil sql.NullInt64
-	if err := sc.Scan(&w.ID, &w.URL, &w.Format, &events, &w.Enabled, &w.Description, &created, &updated, &w.FailureStreak, &lastOK, &lastFail, &w.DisabledReason, &disabledAt, &prevUntil); err != nil {
-		return Webhook{}, err
-	}
-	if err := json.Unmarshal([]byte(events), &w.Events); err != nil {
-		return Webhook{}, fmt.Errorf("webhook: stored events of %s are unreadable", w.ID)
-	}
-	w.CreatedAt, w.UpdatedAt = fromMS(created), fromMS(updated)
-	w.LastSuccessAt, w.LastFailureAt, w.DisabledAt = nullMS(lastOK), nullMS(lastFail), nullMS(disabledAt)
-	if until := nullMS(prevUntil); until.After(time.Now()) {
-		w.PreviousSecretUntil = until
 	}
 	return w, nil
 }
@@ -341,14 +307,11 @@ func (d *Dispatcher) Get(ctx context.Context, id string) (Webhook, error) {
 	if err := checkWebhookID(id); err != nil {
 		return Webhook{}, err
 	}
-	w, err := scanWebhook(d.st.rdb.QueryRowContext(ctx, d.st.q(`SELECT `+webhookColumns+` FROM webhooks WHERE id = ?`), id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Webhook{}, ErrNotFound
-	}
+	w, err := d.st.Webhook(ctx, id)
 	if err != nil {
-		return Webhook{}, fmt.Errorf("webhook: get: %w", err)
+		return Webhook{}, err
 	}
-	return w, nil
+	return toWebhook(w), nil
 }
 
 // List returns every webhook, oldest first, without secrets.
@@ -357,21 +320,13 @@ func (d *Dispatcher) List(ctx context.Context) ([]Webhook, error) {
 		return nil, err
 	}
 	defer d.calls.Done()
-	rows, err := d.st.rdb.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks ORDER BY seq`)
+	rows, err := d.st.Webhooks(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("webhook: list: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	out := []Webhook{}
-	for rows.Next() {
-		w, err := scanWebhook(rows)
-		if err != nil {
-			return nil, fmt.Errorf("webhook: list: %w", err)
-		}
-		out = append(out, w)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("webhook: list: %w", err)
+	out := make([]Webhook, len(rows))
+	for i, w := range rows {
+		out[i] = toWebhook(w)
 	}
 	return out, nil
 }
@@ -388,13 +343,12 @@ func (d *Dispatcher) Update(ctx context.Context, id string, u WebhookUpdate) (We
 	if err := checkWebhookID(id); err != nil {
 		return Webhook{}, err
 	}
-	if u.URL != nil || u.Format != nil {
-		// The URL and the format are checked together, against what is
-		// stored when only one of them changes (below, in the transaction).
-		if u.URL != nil && u.Format != nil {
-			if _, err := d.checkDestination(*u.URL, *u.Format); err != nil {
-				return Webhook{}, err
-			}
+	// The URL and the format are checked together; when only one of them
+	// changes, against what is stored for the other (in the store's
+	// transaction, through check).
+	if u.URL != nil && u.Format != nil {
+		if _, err := d.checkDestination(*u.URL, *u.Format); err != nil {
+			return Webhook{}, err
 		}
 	}
 	if u.Events != nil {
@@ -407,77 +361,20 @@ func (d *Dispatcher) Update(ctx context.Context, id string, u WebhookUpdate) (We
 			return Webhook{}, err
 		}
 	}
-	var out Webhook
-	err := d.st.do(ctx, func(t *wtx) error {
-		now := ms(t.now)
-		var seq int64
-		var enabled bool
-		var curURL string
-		var curFormat Format
-		err := t.queryRow(`SELECT seq, enabled, url, format FROM webhooks WHERE id = ?`, id).Scan(&seq, &enabled, &curURL, &curFormat)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("webhook: update: %w", err)
-		}
-		if u.URL != nil || u.Format != nil {
-			newURL, newFormat := curURL, Format("")
-			if u.URL != nil {
-				newURL = *u.URL
-			}
-			if u.Format != nil {
-				newFormat = *u.Format
-			} else if !strings.HasPrefix(strings.ToLower(newURL), "mailto:") && curFormat != FormatEmail {
-				newFormat = curFormat
-			}
-			f, err := d.checkDestination(newURL, newFormat)
-			if err != nil {
-				return err
-			}
-			if _, err := t.exec(`UPDATE webhooks SET url = ?, format = ? WHERE seq = ?`, newURL, string(f), seq); err != nil {
-				return fmt.Errorf("webhook: update: %w", err)
-			}
-		}
-		if u.Events != nil {
-			events, _ := json.Marshal(u.Events)
-			if _, err := t.exec(`UPDATE webhooks SET events = ? WHERE seq = ?`, string(events), seq); err != nil {
-				return fmt.Errorf("webhook: update: %w", err)
-			}
-		}
-		if u.Description != nil {
-			if _, err := t.exec(`UPDATE webhooks SET description = ? WHERE seq = ?`, *u.Description, seq); err != nil {
-				return fmt.Errorf("webhook: update: %w", err)
-			}
-		}
-		if u.Enabled != nil && *u.Enabled != enabled {
-			if *u.Enabled {
-				_, err = t.exec(`UPDATE webhooks SET enabled = 1, disabled_reason = '', disabled_at = NULL, failure_streak = 0, streak_started_at = NULL WHERE seq = ?`, seq)
-				t.afterCommit(func() { t.s.off.Delete(seq) })
-			} else {
-				_, err = t.exec(`UPDATE webhooks SET enabled = 0, disabled_reason = 'disabled by request', disabled_at = ?,
-					disabled_event_seq = (SELECT COALESCE(MAX(seq), 0) FROM webhook_events) WHERE seq = ?`, now, seq)
-				if err == nil {
-					err = t.cancelPending(seq, "webhook disabled")
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("webhook: update: %w", err)
-			}
-		}
-		if _, err := t.exec(`UPDATE webhooks SET updated_at = ? WHERE seq = ?`, now, seq); err != nil {
-			return fmt.Errorf("webhook: update: %w", err)
-		}
-		if err := t.registryChanged(); err != nil {
-			return err
-		}
-		out, err = scanWebhook(t.queryRow(`SELECT `+webhookColumns+` FROM webhooks WHERE seq = ?`, seq))
-		return err
-	})
+	c := store.Change{URL: u.URL, Events: u.Events, Description: u.Description, Enabled: u.Enabled}
+	if u.Format != nil {
+		f := string(*u.Format)
+		c.Format = &f
+	}
+	check := func(url, format string) (string, error) {
+		f, err := d.checkDestination(url, Format(format))
+		return string(f), err
+	}
+	w, err := d.st.UpdateWebhook(ctx, id, c, check)
 	if err != nil {
 		return Webhook{}, err
 	}
-	return out, nil
+	return toWebhook(w), nil
 }
 
 // Delete removes a webhook and cancels its pending deliveries; nothing
@@ -491,20 +388,7 @@ func (d *Dispatcher) Delete(ctx context.Context, id string) error {
 	if err := checkWebhookID(id); err != nil {
 		return err
 	}
-	return d.st.do(ctx, func(t *wtx) error {
-		var seq int64
-		err := t.queryRow(`DELETE FROM webhooks WHERE id = ? RETURNING seq`, id).Scan(&seq)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("webhook: delete: %w", err)
-		}
-		if err := t.cancelPending(seq, "webhook deleted"); err != nil {
-			return err
-		}
-		return t.registryChanged()
-	})
+	return d.st.DeleteWebhook(ctx, id)
 }
 
 // EnableOptions tunes Enable.
@@ -528,113 +412,17 @@ func (d *Dispatcher) Enable(ctx context.Context, id string, opts EnableOptions) 
 	if err := checkWebhookID(id); err != nil {
 		return Webhook{}, 0, err
 	}
-	var out Webhook
-	var from, to, hookSeq int64
-	var events []string
-	recovered := 0
-	err := d.st.do(ctx, func(t *wtx) error {
-		recovered, from, to = 0, 0, 0
-		var enabled bool
-		var disabledAt, disabledSeq sql.NullInt64
-		var evJSON string
-		err := t.queryRow(`SELECT seq, enabled, disabled_at, disabled_event_seq, events FROM webhooks WHERE id = ?`, id).Scan(&hookSeq, &enabled, &disabledAt, &disabledSeq, &evJSON)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("webhook: enable: %w", err)
-		}
-		if !enabled {
-			now := ms(t.now)
-			if _, err := t.exec(`UPDATE webhooks SET enabled = 1, disabled_reason = '', disabled_at = NULL, disabled_event_seq = NULL,
-				failure_streak = 0, streak_started_at = NULL, updated_at = ? WHERE seq = ?`, now, hookSeq); err != nil {
-				return fmt.Errorf("webhook: enable: %w", err)
-			}
-			seq := hookSeq
-			t.afterCommit(func() { t.s.off.Delete(seq) })
-			if err := t.registryChanged(); err != nil {
-				return err
-			}
-			if opts.Recover {
-				if disabledAt.Valid {
-					res, err := t.exec(`UPDATE webhook_deliveries SET status = 0, attempts = 0, leased = 0, next_at = ?, updated_at = ?, last_error = ''
-						WHERE webhook_seq = ? AND status = 3 AND updated_at >= ?`, now, now, hookSeq, disabledAt.Int64)
-					if err != nil {
-						return fmt.Errorf("webhook: enable: %w", err)
-					}
-					n, _ := res.RowsAffected()
-					t.count(cCancelled, -n)
-					recovered += int(n)
-				}
-				if disabledSeq.Valid {
-					from = disabledSeq.Int64
-					if err := t.queryRow(`SELECT COALESCE(MAX(seq), 0) FROM webhook_events`).Scan(&to); err != nil {
-						return fmt.Errorf("webhook: enable: %w", err)
-					}
-					if err := jsonUnmarshalStrings(evJSON, &events); err != nil {
-						return fmt.Errorf("webhook: enable: stored events are unreadable")
-					}
-				}
-			}
-		}
-		out, err = scanWebhook(t.queryRow(`SELECT `+webhookColumns+` FROM webhooks WHERE seq = ?`, hookSeq))
-		return err
-	})
+	w, recovered, missed, err := d.st.EnableWebhook(ctx, id, opts.Recover)
 	if err != nil {
 		return Webhook{}, 0, err
 	}
-	// The events published while it was disabled, in steps: events
-	// published from now on reach it through the usual fan-out.
-	for from < to {
-		var next int64
-		var added int
-		err := d.st.do(ctx, func(t *wtx) error {
-			rows, err := t.query(`SELECT seq, type FROM webhook_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 1000`, from, to)
-			if err != nil {
-				return err
-			}
-			var ids []byte
-			last, n := from, 0
-			for rows.Next() {
-				var seq int64
-				var typ string
-				if err := rows.Scan(&seq, &typ); err != nil {
-					rows.Close()
-					return err
-				}
-				last = seq
-				if typ != EventTest && matchAny(events, typ) {
-					ids = appendIDs(ids, seq)
-					n++
-				}
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			if last == from {
-				last = to // nothing left in the range
-			}
-			if ids != nil {
-				now := ms(t.now)
-				if _, err := t.exec(t.s.pick(`INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
-					SELECT value, ?, 0, ?, ?, ? FROM json_each(?)`, `INSERT INTO webhook_deliveries (event_seq, webhook_seq, status, next_at, created_at, updated_at)
-					SELECT value::bigint, ?::bigint, 0, ?::bigint, ?::bigint, ?::bigint FROM json_array_elements_text(?::json)`), hookSeq, now, now, now, string(append(ids, ']'))); err != nil {
-					return err
-				}
-			}
-			next, added = last, n
-			t.notify = n > 0
-			return nil
-		})
-		if err != nil {
-			return out, recovered, fmt.Errorf("webhook: enable: recover missed events: %w", err)
-		}
-		from = next
-		recovered += added
+	n, err := d.st.RecoverMissed(ctx, missed, EventTest)
+	recovered += n
+	if err != nil {
+		return toWebhook(w), recovered, err
 	}
 	if recovered > 0 {
 		d.Notify()
 	}
-	return out, recovered, nil
+	return toWebhook(w), recovered, nil
 }

@@ -11,7 +11,7 @@ import (
 func countRows(t testing.TB, d *Dispatcher, table string) int {
 	t.Helper()
 	var n int
-	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM `+table).Scan(&n))
+	require.NoError(t, d.st.Reader().QueryRow(`SELECT COUNT(*) FROM `+table).Scan(&n))
 	return n
 }
 
@@ -55,7 +55,7 @@ func TestPrune(t *testing.T) {
 	require.Zero(t, deleted)
 
 	var maxID int64
-	require.NoError(t, d.st.rdb.QueryRow(`SELECT MAX(id) FROM webhook_deliveries`).Scan(&maxID))
+	require.NoError(t, d.st.Reader().QueryRow(`SELECT MAX(id) FROM webhook_deliveries`).Scan(&maxID))
 	deleted, err = d.prune(t.Context(), time.Now().Add(time.Hour))
 	require.NoError(t, err)
 	require.Equal(t, n, deleted, "every settled delivery goes but the newest")
@@ -66,10 +66,10 @@ func TestPrune(t *testing.T) {
 	_, err = d.Publish(t.Context(), Event{Type: EventScoreChanged})
 	require.NoError(t, err)
 	var newest int64
-	require.NoError(t, d.st.rdb.QueryRow(`SELECT MAX(id) FROM webhook_deliveries`).Scan(&newest))
+	require.NoError(t, d.st.Reader().QueryRow(`SELECT MAX(id) FROM webhook_deliveries`).Scan(&newest))
 	require.Greater(t, newest, maxID)
 	var orphans int
-	require.NoError(t, d.st.rdb.QueryRow(`SELECT COUNT(*) FROM webhook_attempts WHERE delivery_id NOT IN (SELECT id FROM webhook_deliveries)`).Scan(&orphans))
+	require.NoError(t, d.st.Reader().QueryRow(`SELECT COUNT(*) FROM webhook_attempts WHERE delivery_id NOT IN (SELECT id FROM webhook_deliveries)`).Scan(&orphans))
 	require.Zero(t, orphans, "no attempt outlives its delivery")
 	require.Positive(t, countRows(t, d, "webhook_attempts"), "the kept deliveries' attempts stay")
 

@@ -2,9 +2,9 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
 	"time"
+
+	"github.com/sparc-webhooks/webhook/internal/store"
 )
 
 // Stats is a snapshot of the dispatcher's work.
@@ -40,47 +40,23 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, err
 	}
 	defer d.calls.Done()
-	var s Stats
-	db := d.st.rdb
-	var oldest sql.NullInt64
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 0`).Scan(&s.Pending, &oldest); err != nil {
-		return Stats{}, fmt.Errorf("webhook: stats: %w", err)
-	}
-	if oldest.Valid {
-		s.OldestPendingAge = max(d.now().Sub(fromMS(oldest.Int64)), 0)
-	}
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN enabled = 0 THEN 1 ELSE 0 END), 0) FROM webhooks`).Scan(&s.Webhooks, &s.DisabledWebhooks); err != nil {
-		return Stats{}, fmt.Errorf("webhook: stats: %w", err)
-	}
-	rows, err := db.QueryContext(ctx, d.st.pick(`SELECT name, value FROM webhook_counters`,
-		`SELECT name, SUM(value)::bigint FROM webhook_counters GROUP BY name`)) // sharded with PostgreSQL
+	st, err := d.st.Stats(ctx)
 	if err != nil {
-		return Stats{}, fmt.Errorf("webhook: stats: %w", err)
+		return Stats{}, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		var v int64
-		if err := rows.Scan(&name, &v); err != nil {
-			return Stats{}, fmt.Errorf("webhook: stats: %w", err)
-		}
-		switch name {
-		case cDelivered:
-			s.Delivered = v
-		case cFailed:
-			s.Failed = v
-		case cCancelled:
-			s.Cancelled = v
-		case cSuperseded:
-			s.Superseded = v
-		case cAttemptsOK:
-			s.AttemptsSucceeded = v
-		case cAttemptsFailed:
-			s.AttemptsFailed = v
-		}
+	s := Stats{
+		Pending:           int64(st.Pending),
+		Delivered:         st.Counters[store.CounterDelivered],
+		Failed:            st.Counters[store.CounterFailed],
+		Cancelled:         st.Counters[store.CounterCancelled],
+		Superseded:        st.Counters[store.CounterSuperseded],
+		AttemptsSucceeded: st.Counters[store.CounterAttemptsOK],
+		AttemptsFailed:    st.Counters[store.CounterAttemptsFailed],
+		Webhooks:          st.Webhooks,
+		DisabledWebhooks:  st.DisabledWebhooks,
 	}
-	if err := rows.Err(); err != nil {
-		return Stats{}, fmt.Errorf("webhook: stats: %w", err)
+	if !st.OldestPending.IsZero() {
+		s.OldestPendingAge = max(d.now().Sub(st.OldestPending), 0)
 	}
 	return s, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the SQLite driver behind Open
+	"github.com/sparc-webhooks/webhook/internal/store"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -317,6 +318,9 @@ func (c Config) validate() error {
 	case c.PollInterval < time.Millisecond:
 		return invalid("PollInterval", "must be at least 1ms")
 	}
+	if c.SecretKey != nil && len(c.SecretKey) != 32 {
+		return invalid("SecretKey", "must be 32 bytes (AES-256), not %d", len(c.SecretKey))
+	}
 	if p, ok := c.RetryPolicy.(*ScheduleRetryPolicy); ok {
 		if err := p.validate(); err != nil {
 			return err
@@ -332,7 +336,7 @@ func (c Config) validate() error {
 type Dispatcher struct {
 	cfg    Config
 	log    *slog.Logger
-	st     *store
+	st     *store.Store
 	guard  *netGuard
 	types  map[string]EventType
 	sender *sender
@@ -374,20 +378,7 @@ func Open(ctx context.Context, path string, cfg Config) (*Dispatcher, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	open := openStore
-	if isPostgresURL(path) {
-		open = openPostgres
-	}
-	st, err := open(ctx, path, cfg)
-	if err != nil {
-		return nil, err
-	}
-	d, err := newDispatcher(ctx, st, cfg)
-	if err != nil {
-		st.close()
-		return nil, err
-	}
-	return d, nil
+	return newDispatcher(ctx, path, nil, cfg)
 }
 
 // New is like Open, but works on a database that the host already owns, so
@@ -416,23 +407,16 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Dispatcher, error) {
 	}
 	if n := db.Stats().MaxOpenConnections; n == 1 {
 		return nil, invalid("db", "must allow at least 2 open connections (SetMaxOpenConns)")
-	} else if n > 0 && n < 3 && isPostgresDB(db) {
+	} else if n > 0 && n < 3 && store.IsPostgresDB(db) {
 		// The writer and the LISTEN connection are held for good.
 		return nil, invalid("db", "must allow at least 3 open connections with PostgreSQL (SetMaxOpenConns)")
 	}
-	st, err := newStore(ctx, db, cfg)
-	if err != nil {
-		return nil, err
-	}
-	d, err := newDispatcher(ctx, st, cfg)
-	if err != nil {
-		st.close()
-		return nil, err
-	}
-	return d, nil
+	return newDispatcher(ctx, "", db, cfg)
 }
 
-func newDispatcher(ctx context.Context, st *store, cfg Config) (*Dispatcher, error) {
+// newDispatcher opens the store (path, or db when not nil) and starts
+// delivering; cfg has its defaults and is valid.
+func newDispatcher(ctx context.Context, path string, db *sql.DB, cfg Config) (*Dispatcher, error) {
 	guard, err := newGuard(cfg.AllowNetworks)
 	if err != nil {
 		return nil, err
@@ -459,7 +443,6 @@ func newDispatcher(ctx context.Context, st *store, cfg Config) (*Dispatcher, err
 	d := &Dispatcher{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		st:         st,
 		guard:      guard,
 		types:      types,
 		now:        time.Now,
@@ -467,14 +450,20 @@ func newDispatcher(ctx context.Context, st *store, cfg Config) (*Dispatcher, err
 		cancelBase: cancel,
 		closeDone:  make(chan struct{}),
 	}
-	d.sender = newSender(cfg, guard, rend)
 	if d.met, err = newMetrics(d, cfg.MeterProvider); err != nil {
+		cancel()
 		return nil, fmt.Errorf("webhook: metrics: %w", err)
 	}
-	st.met = d.met
-	st.log = d.log
-	st.onDisable = d.notifyDisabled
-	st.start()
+	sc := storeConfig(cfg)
+	sc.OnDisable = func(ev store.Disabled) { d.notifyDisabled(toDisabled(ev)) }
+	sc.OnSettled = d.met.settled
+	if d.st, err = openStore(ctx, path, db, sc); err != nil {
+		d.met.close()
+		cancel()
+		return nil, err
+	}
+	d.sender = newSender(cfg, guard, rend)
+	d.st.Start()
 	if !cfg.DisableDelivery {
 		d.disp = newDeliveryLoop(d)
 		d.disp.start()
@@ -531,7 +520,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		d.cancelBase()
 		d.met.close()
 		d.sender.close()
-		if cerr := d.st.close(); cerr != nil && err == nil {
+		if cerr := d.st.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 		d.closeErr = err

@@ -56,6 +56,8 @@ import (
 
 	"github.com/sparc-webhooks/webhook"
 	"github.com/sparc-webhooks/webhook/examples/internal/sparc"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL, for -db postgres://...
 )
 
 // privateNetworks are the ranges -allow-private opens to deliveries:

@@ -1,4 +1,4 @@
-package webhook
+package signature
 
 import (
 	"bytes"
@@ -588,12 +588,12 @@ func BenchmarkSetSignatureHeaders(b *testing.B) {
 func BenchmarkSigner(b *testing.B) {
 	s, err := GenerateSecret()
 	require.NoError(b, err)
-	sg := newSigner([]Secret{s})
+	sg := NewSigner(s)
 	body := bytes.Repeat([]byte("a"), 1024)
 	h := http.Header{}
 	b.ReportAllocs()
 	for b.Loop() {
-		sg.setHeaders(h, "msg_2LEa4GNZ6JQw7cw0JxA3p7mCX0c", fuzzNow, body)
+		sg.SetHeaders(h, "msg_2LEa4GNZ6JQw7cw0JxA3p7mCX0c", fuzzNow, body)
 	}
 }
 
@@ -611,4 +611,9 @@ func BenchmarkVerify(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// setSignatureHeaders signs with a signer made for the call.
+func setSignatureHeaders(h http.Header, secrets []Secret, id string, ts int64, body []byte) {
+	NewSigner(secrets...).SetHeaders(h, id, ts, body)
 }

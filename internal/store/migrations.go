@@ -1,0 +1,213 @@
+package store
+
+// sqliteMigrations are applied in order, each once, in one immediate
+// transaction per start. Never edit one that has shipped: append.
+var sqliteMigrations = []string{
+	// 1: the registry, events, deliveries, attempts and score baselines.
+	`
+CREATE TABLE webhooks (
+	seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+	id                TEXT    NOT NULL UNIQUE,
+	url               TEXT    NOT NULL,
+	events            TEXT    NOT NULL,
+	secret            TEXT    NOT NULL,
+	enabled           INTEGER NOT NULL DEFAULT 1,
+	description       TEXT    NOT NULL DEFAULT '',
+	created_at        INTEGER NOT NULL,
+	updated_at        INTEGER NOT NULL,
+	failure_streak    INTEGER NOT NULL DEFAULT 0,
+	streak_started_at INTEGER,
+	last_success_at   INTEGER,
+	last_failure_at   INTEGER,
+	disabled_reason   TEXT    NOT NULL DEFAULT '',
+	disabled_at       INTEGER
+);
+CREATE TABLE webhook_meta (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO webhook_meta (key, value) VALUES ('registry_version', 1);
+CREATE TABLE webhook_events (
+	seq        INTEGER PRIMARY KEY,
+	id         TEXT    NOT NULL UNIQUE,
+	type       TEXT    NOT NULL,
+	payload    BLOB    NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+	id          INTEGER PRIMARY KEY, -- never reused: retention keeps the newest row
+	event_seq   INTEGER NOT NULL,
+	webhook_seq INTEGER NOT NULL,
+	status      INTEGER NOT NULL,
+	attempts    INTEGER NOT NULL DEFAULT 0,
+	next_at     INTEGER NOT NULL,
+	created_at  INTEGER NOT NULL,
+	updated_at  INTEGER NOT NULL,
+	last_status INTEGER NOT NULL DEFAULT 0,
+	last_error  TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at, webhook_seq) WHERE status = 0;
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_seq, id);
+CREATE TABLE webhook_attempts (
+	id          INTEGER PRIMARY KEY,
+	delivery_id INTEGER NOT NULL,
+	number      INTEGER NOT NULL,
+	trigger     INTEGER NOT NULL,
+	started_at  INTEGER NOT NULL,
+	duration_us INTEGER NOT NULL,
+	status_code INTEGER NOT NULL,
+	error_class TEXT    NOT NULL,
+	error       TEXT    NOT NULL,
+	response    BLOB
+);
+CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id);
+CREATE TABLE webhook_counters (
+	name  TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE webhook_scores (
+	subject    TEXT PRIMARY KEY,
+	score      REAL    NOT NULL,
+	updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
+	// 2: secret rotation, and settings (the key check of sealed secrets).
+	`
+ALTER TABLE webhooks ADD COLUMN prev_secret TEXT;
+ALTER TABLE webhooks ADD COLUMN prev_secret_until INTEGER;
+CREATE TABLE webhook_settings (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) WITHOUT ROWID;
+`,
+	// 3: formats (Slack, Discord, email), superseded score changes, and
+	// recovery of what a disabled webhook missed.
+	`
+ALTER TABLE webhooks ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+ALTER TABLE webhooks ADD COLUMN disabled_event_seq INTEGER;
+ALTER TABLE webhook_deliveries ADD COLUMN payload BLOB;
+ALTER TABLE webhook_deliveries ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE webhook_collapse (
+	webhook_seq INTEGER NOT NULL,
+	key         TEXT    NOT NULL,
+	delivery_id INTEGER NOT NULL,
+	since       REAL    NOT NULL,
+	PRIMARY KEY (webhook_seq, key)
+) WITHOUT ROWID;
+`,
+	// 4: the circuit breaker lives on the webhook's row, as with
+	// PostgreSQL, so that every backend keeps it in one place.
+	`
+ALTER TABLE webhooks ADD COLUMN breaker_fails INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhooks ADD COLUMN breaker_open_until INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhooks ADD COLUMN breaker_cooldown_ms INTEGER NOT NULL DEFAULT 0;
+`,
+}
+
+// pgMigrations mirror sqliteMigrations for PostgreSQL. Never edit one that has
+// shipped: append.
+var pgMigrations = []string{
+	`
+CREATE TABLE webhooks (
+	seq               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	id                TEXT    NOT NULL UNIQUE,
+	url               TEXT    NOT NULL,
+	events            TEXT    NOT NULL,
+	secret            TEXT    NOT NULL,
+	enabled           INTEGER NOT NULL DEFAULT 1,
+	description       TEXT    NOT NULL DEFAULT '',
+	created_at        BIGINT  NOT NULL,
+	updated_at        BIGINT  NOT NULL,
+	failure_streak    INTEGER NOT NULL DEFAULT 0,
+	streak_started_at BIGINT,
+	last_success_at   BIGINT,
+	last_failure_at   BIGINT,
+	disabled_reason   TEXT    NOT NULL DEFAULT '',
+	disabled_at       BIGINT
+);
+CREATE TABLE webhook_meta (
+	key   TEXT PRIMARY KEY,
+	value BIGINT NOT NULL
+);
+INSERT INTO webhook_meta (key, value) VALUES ('registry_version', 1);
+CREATE TABLE webhook_events (
+	seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	id         TEXT   NOT NULL UNIQUE,
+	type       TEXT   NOT NULL,
+	payload    BYTEA  NOT NULL,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+	id          BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	event_seq   BIGINT  NOT NULL,
+	webhook_seq BIGINT  NOT NULL,
+	status      INTEGER NOT NULL,
+	attempts    INTEGER NOT NULL DEFAULT 0,
+	next_at     BIGINT  NOT NULL,
+	created_at  BIGINT  NOT NULL,
+	updated_at  BIGINT  NOT NULL,
+	last_status INTEGER NOT NULL DEFAULT 0,
+	last_error  TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at, webhook_seq) WHERE status = 0;
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_seq, id);
+CREATE TABLE webhook_attempts (
+	id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	delivery_id BIGINT  NOT NULL,
+	number      INTEGER NOT NULL,
+	trigger     INTEGER NOT NULL,
+	started_at  BIGINT  NOT NULL,
+	duration_us BIGINT  NOT NULL,
+	status_code INTEGER NOT NULL,
+	error_class TEXT    NOT NULL,
+	error       TEXT    NOT NULL,
+	response    BYTEA
+);
+CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id);
+CREATE TABLE webhook_counters (
+	name  TEXT   PRIMARY KEY,
+	value BIGINT NOT NULL
+);
+CREATE TABLE webhook_scores (
+	subject    TEXT PRIMARY KEY,
+	score      DOUBLE PRECISION NOT NULL,
+	updated_at BIGINT NOT NULL
+);
+`,
+	`
+ALTER TABLE webhooks ADD COLUMN prev_secret TEXT;
+ALTER TABLE webhooks ADD COLUMN prev_secret_until BIGINT;
+CREATE TABLE webhook_settings (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`,
+	`
+ALTER TABLE webhooks ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+ALTER TABLE webhooks ADD COLUMN disabled_event_seq BIGINT;
+ALTER TABLE webhook_deliveries ADD COLUMN payload BYTEA;
+ALTER TABLE webhook_deliveries ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE webhook_collapse (
+	webhook_seq BIGINT NOT NULL,
+	key         TEXT   NOT NULL,
+	delivery_id BIGINT NOT NULL,
+	since       DOUBLE PRECISION NOT NULL,
+	PRIMARY KEY (webhook_seq, key)
+);
+`,
+	// The counters are sharded: each process adds to one of
+	// counterShards rows per counter.
+	`
+ALTER TABLE webhook_counters ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhook_counters DROP CONSTRAINT webhook_counters_pkey;
+ALTER TABLE webhook_counters ADD PRIMARY KEY (name, shard);
+`,
+	// The circuit breaker lives on the webhook's row, shared by every
+	// process (with SQLite, in the delivery loop's memory).
+	`
+ALTER TABLE webhooks ADD COLUMN breaker_fails INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhooks ADD COLUMN breaker_open_until BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE webhooks ADD COLUMN breaker_cooldown_ms BIGINT NOT NULL DEFAULT 0;
+`,
+}
+
