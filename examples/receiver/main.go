@@ -4,7 +4,7 @@
 //	go run ./examples/receiver -addr 127.0.0.1:9000 -secret whsec_...
 //
 // It checks both signatures that every delivery carries, the Standard
-// Webhooks one (webhook.Verify) and the SPARC one (webhook.VerifySPARC),
+// Webhooks one (signature.Verify) and the SPARC one (signature.VerifySPARC),
 // and answers 401 when either fails. A delivery whose webhook-id it has
 // already printed, a retry after an answer that got lost, is answered 200
 // and not printed again. Events go to stdout as "type id data"; rejections
@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sparc-webhooks/webhook"
+	"github.com/sparc-webhooks/webhook/signature"
 )
 
 const (
@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *secret == "" {
 		return errors.New("-secret is required: pass the secret that POST /webhooks returned")
 	}
-	if _, err := webhook.ParseSecret(*secret); err != nil {
+	if _, err := signature.ParseSecret(*secret); err != nil {
 		return errors.New("-secret is not a webhook secret: it must be whsec_ followed by base64")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -128,12 +128,12 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Verify before anything else, so that a forged request cannot even
 	// mark an id as seen.
-	if err := webhook.Verify(rc.secret, r.Header, body); err != nil {
+	if err := signature.Verify(rc.secret, r.Header, body); err != nil {
 		rc.log.Warn("rejected: Standard Webhooks signature", "error", err, "remote", r.RemoteAddr)
 		http.Error(w, "invalid signature", http.StatusUnauthorized)
 		return
 	}
-	if err := webhook.VerifySPARC(rc.secret, r.Header, body); err != nil {
+	if err := signature.VerifySPARC(rc.secret, r.Header, body); err != nil {
 		rc.log.Warn("rejected: SPARC signature", "error", err, "remote", r.RemoteAddr)
 		http.Error(w, "invalid signature", http.StatusUnauthorized)
 		return
@@ -144,7 +144,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body is not an event", http.StatusBadRequest)
 		return
 	}
-	id := r.Header.Get(webhook.HeaderWebhookID)
+	id := r.Header.Get(signature.HeaderWebhookID)
 
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
