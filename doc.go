@@ -59,7 +59,9 @@
 //
 // The first is the Standard Webhooks scheme, which any Standard Webhooks
 // library verifies; the second is simple to check by hand. Receivers
-// written in Go use Verify or VerifySPARC, which reject timestamps more
+// written in Go use Verify or VerifySPARC of the package
+// github.com/sparc-webhooks/webhook/signature (standard library only;
+// re-exported here), which reject timestamps more
 // than five minutes away and compare in constant time. Requests also carry
 // X-SPARC-Event (the type), X-SPARC-Delivery (the delivery ID) and a
 // User-Agent naming this library.
@@ -127,7 +129,10 @@
 // # Many processes: PostgreSQL
 //
 // Open with a postgres:// URL, or New with a *sql.DB of the pgx driver,
-// keeps the state in PostgreSQL. Every process that opens the same
+// keeps the state in PostgreSQL. The package does not import pgx, so that a
+// SQLite-only program does not link it: a program that uses PostgreSQL
+// links the driver with import _ "github.com/jackc/pgx/v5/stdlib". Every
+// process that opens the same
 // database sees the same webhooks and shares the deliveries: claims use
 // SELECT ... FOR UPDATE SKIP LOCKED with leases, so no delivery is
 // attempted by two processes at once, and a process that dies leaves its
@@ -135,6 +140,14 @@
 // deliveries due wakes the workers of every process (LISTEN/NOTIFY). The
 // per-webhook cap, the circuit breaker and the auto-disable rule count
 // every process's attempts, and retention runs in one process at a time.
+//
+// # Layout
+//
+// Every SQL statement lives in internal/store, one implementation that
+// speaks SQLite and PostgreSQL; this package validates, converts its types
+// (store.go) and runs the delivery loop (dispatch.go). Concurrent writes
+// share one transaction (group commit) in which each caller's work has a
+// savepoint of its own, so that a caller's error fails that caller alone.
 //
 // # Concurrency and lifecycle
 //
