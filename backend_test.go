@@ -70,6 +70,9 @@ func testDB(t testing.TB) string {
 // TestPostgres runs the whole suite against PostgreSQL.
 func TestPostgres(t *testing.T) {
 	dsn := os.Getenv(postgresDSNEnv)
+	if dsn == "" && os.Getenv("CI") != "" {
+		t.Fatalf("CI must run the suite on PostgreSQL too: .ci/run starts a server and sets %s", postgresDSNEnv)
+	}
 	if dsn == "" {
 		t.Skipf("the PostgreSQL run needs a database: set %s=postgres://user@127.0.0.1:5432/dbname (.ci/run starts one)", postgresDSNEnv)
 	}

@@ -1,11 +1,11 @@
 package webhook
 
 import (
-	"github.com/sparc-webhooks/webhook/internal/match"
-	"github.com/sparc-webhooks/webhook/internal/store"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/sparc-webhooks/webhook/internal/match"
+	"github.com/sparc-webhooks/webhook/internal/store"
 	"math"
 	"sort"
 	"strings"

@@ -444,7 +444,6 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	publish(2)
 }
 
-
 func retentionLock(d *Dispatcher) int32 { r, _ := d.st.Locks(); return r }
 
 func listenChannel(d *Dispatcher) string { _, c := d.st.Locks(); return c }

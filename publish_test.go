@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
 	"github.com/sparc-webhooks/webhook/internal/match"
+	"github.com/stretchr/testify/require"
 )
 
 // The promise the first users asked for: registering a URL makes a signed

@@ -39,4 +39,3 @@ func TestIsPostgresURL(t *testing.T) {
 		})
 	}
 }
-

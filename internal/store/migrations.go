@@ -210,4 +210,3 @@ ALTER TABLE webhooks ADD COLUMN breaker_open_until BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE webhooks ADD COLUMN breaker_cooldown_ms BIGINT NOT NULL DEFAULT 0;
 `,
 }
-

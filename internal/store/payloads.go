@@ -43,4 +43,3 @@ func (c *payloadCache) reset() {
 	c.order = nil
 	c.size = 0
 }
-

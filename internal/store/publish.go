@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-
 	"github.com/sparc-webhooks/webhook/internal/match"
 )
 
@@ -276,4 +275,3 @@ func writeCounters(r runner, counts map[string]int64) error {
 	}
 	return nil
 }
-

@@ -158,4 +158,3 @@ func (st *Store) sealAll(ctx context.Context, s *sealer) error {
 	_, err = c.ExecContext(ctx, st.d.q(`INSERT INTO webhook_settings (key, value) VALUES ('secret_key_check', ?)`), s.seal(keyCheckID, "ok"))
 	return err
 }
-
