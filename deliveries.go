@@ -75,7 +75,7 @@ type Attempt struct {
 	Number    int           `json:"number"`
 	Trigger   Trigger       `json:"trigger"`
 	StartedAt time.Time     `json:"started_at"`
-	Duration  time.Duration `json:"duration_ns"`
+	Duration  time.Duration `json:"-"` // duration_ms on the wire
 	// StatusCode is the HTTP status of the answer, 0 when none came.
 	StatusCode int `json:"status_code"`
 	// ErrorClass is one of the Class constants: empty on success.
@@ -84,7 +84,7 @@ type Attempt struct {
 	Error string `json:"error,omitempty"`
 	// ResponseBody is the start of the receiver's answer, up to
 	// Config.MaxResponseBody bytes.
-	ResponseBody []byte `json:"response_body,omitempty"`
+	ResponseBody []byte `json:"-"` // a string on the wire (see MarshalJSON)
 }
 
 // DeliveryQuery selects a page of a webhook's deliveries.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -249,12 +248,15 @@ func badField(field, msg string) *apiError {
 	return &apiError{status: http.StatusBadRequest, code: codeInvalidRequest, field: field, message: field + ": " + msg}
 }
 
-// errorBody is the JSON of every error answer.
-type errorBody struct {
-	Error errorDetail `json:"error"`
+// ErrorResponse is the JSON of every error answer of the API.
+type ErrorResponse struct {
+	Error APIError `json:"error"`
 }
 
-type errorDetail struct {
+// APIError says what went wrong with a request: a stable code (such as
+// "not_found" or "invalid_field"), a message for people, the field at
+// fault, and for internal errors the request ID that the log records.
+type APIError struct {
 	Code      string `json:"code"`
 	Message   string `json:"message"`
 	Field     string `json:"field,omitempty"`
@@ -293,12 +295,12 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, rt route, err error) 
 			w.Header().Set("X-Request-Id", id)
 		}
 		a.d.log.Error("webhook: api request failed", "request_id", id, "method", r.Method, "route", r.Pattern, "error", err.Error())
-		writeJSON(w, http.StatusInternalServerError, errorBody{Error: errorDetail{
+		writeJSON(w, http.StatusInternalServerError, ErrorResponse{Error: APIError{
 			Code: codeInternal, Message: "internal error; quote the request ID when reporting it", RequestID: id,
 		}})
 		return
 	}
-	writeJSON(w, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.message, Field: ae.field}})
+	writeJSON(w, ae.status, ErrorResponse{Error: APIError{Code: ae.code, Message: ae.message, Field: ae.field}})
 }
 
 // writeJSON answers v as JSON. The answers are never cached, since one of
@@ -627,178 +629,40 @@ func (o object) timestamp(name string, dst *time.Time) (bool, error) {
 	return true, nil
 }
 
-// webhookJSON is a webhook as the API shows it, without its secret.
-type webhookJSON struct {
-	ID                  string    `json:"id"`
-	URL                 string    `json:"url"`
-	Format              string    `json:"format"`
-	Events              []string  `json:"events"`
-	Enabled             bool      `json:"enabled"`
-	Description         string    `json:"description"`
-	CreatedAt           time.Time `json:"created_at"`
-	UpdatedAt           time.Time `json:"updated_at"`
-	FailureStreak       int       `json:"failure_streak"`
-	LastSuccessAt       time.Time `json:"last_success_at,omitzero"`
-	LastFailureAt       time.Time `json:"last_failure_at,omitzero"`
-	DisabledReason      string    `json:"disabled_reason,omitempty"`
-	DisabledAt          time.Time `json:"disabled_at,omitzero"`
-	PreviousSecretUntil time.Time `json:"previous_secret_until,omitzero"`
+// Recovered is the answer to POST /webhooks/{id}/recover.
+type Recovered struct {
+	// Scheduled counts the failed deliveries scheduled again.
+	Scheduled int `json:"scheduled"`
 }
 
-func toWebhookJSON(w Webhook) webhookJSON {
-	events := w.Events
-	if events == nil {
-		events = []string{}
-	}
-	return webhookJSON{
-		ID:                  w.ID,
-		URL:                 w.URL,
-		Format:              string(w.Format),
-		Events:              events,
-		Enabled:             w.Enabled,
-		Description:         w.Description,
-		CreatedAt:           w.CreatedAt,
-		UpdatedAt:           w.UpdatedAt,
-		FailureStreak:       w.FailureStreak,
-		LastSuccessAt:       w.LastSuccessAt,
-		LastFailureAt:       w.LastFailureAt,
-		DisabledReason:      w.DisabledReason,
-		DisabledAt:          w.DisabledAt,
-		PreviousSecretUntil: w.PreviousSecretUntil,
-	}
+// WebhookList is the answer to GET /webhooks.
+type WebhookList struct {
+	Webhooks []Webhook `json:"webhooks"`
 }
 
-// secretWebhookJSON is a webhook with its secret: the answer to POST
-// /webhooks and to POST /webhooks/{id}/rotate-secret, the only ones that
-// show a secret.
-type secretWebhookJSON struct {
-	webhookJSON
+// AttemptList is the answer to GET /deliveries/{id}/attempts.
+type AttemptList struct {
+	Attempts []Attempt `json:"attempts"`
+}
+
+// EventTypeList is the answer to GET /event-types.
+type EventTypeList struct {
+	EventTypes []EventType `json:"event_types"`
+}
+
+// secretWebhook is a webhook with its secret: the answer to POST /webhooks
+// and to POST /webhooks/{id}/rotate-secret, the only ones that show a
+// secret (a Webhook alone never encodes it).
+type secretWebhook struct {
+	webhookFields
 	Secret string `json:"secret"`
 }
 
-type deliveryJSON struct {
-	ID             int64     `json:"id"`
-	WebhookID      string    `json:"webhook_id"`
-	EventID        string    `json:"event_id"`
-	EventType      string    `json:"event_type"`
-	Status         string    `json:"status"`
-	Attempts       int       `json:"attempts"`
-	NextAttemptAt  time.Time `json:"next_attempt_at,omitzero"`
-	LastStatusCode int       `json:"last_status_code"`
-	LastError      string    `json:"last_error,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-}
-
-func toDeliveryJSON(dl Delivery) deliveryJSON {
-	return deliveryJSON{
-		ID:             dl.ID,
-		WebhookID:      dl.WebhookID,
-		EventID:        dl.EventID,
-		EventType:      dl.EventType,
-		Status:         string(dl.Status),
-		Attempts:       dl.Attempts,
-		NextAttemptAt:  dl.NextAttemptAt,
-		LastStatusCode: dl.LastStatusCode,
-		LastError:      dl.LastError,
-		CreatedAt:      dl.CreatedAt,
-		UpdatedAt:      dl.UpdatedAt,
+func withSecret(w Webhook) secretWebhook {
+	if w.Events == nil {
+		w.Events = []string{}
 	}
-}
-
-// attemptJSON is an attempt as the API shows it. The response body is a
-// string: the text when it is valid UTF-8 (response_body_encoding
-// "utf-8"), its standard base64 otherwise ("base64").
-type attemptJSON struct {
-	ID                   int64     `json:"id"`
-	DeliveryID           int64     `json:"delivery_id"`
-	Number               int       `json:"number"`
-	Trigger              string    `json:"trigger"`
-	StartedAt            time.Time `json:"started_at"`
-	DurationMS           int64     `json:"duration_ms"`
-	StatusCode           int       `json:"status_code"`
-	ErrorClass           string    `json:"error_class,omitempty"`
-	Error                string    `json:"error,omitempty"`
-	ResponseBody         string    `json:"response_body,omitempty"`
-	ResponseBodyEncoding string    `json:"response_body_encoding,omitempty"`
-}
-
-func toAttemptJSON(at Attempt) attemptJSON {
-	out := attemptJSON{
-		ID:         at.ID,
-		DeliveryID: at.DeliveryID,
-		Number:     at.Number,
-		Trigger:    string(at.Trigger),
-		StartedAt:  at.StartedAt,
-		DurationMS: at.Duration.Milliseconds(),
-		StatusCode: at.StatusCode,
-		ErrorClass: at.ErrorClass,
-		Error:      at.Error,
-	}
-	if len(at.ResponseBody) > 0 {
-		if utf8.Valid(at.ResponseBody) {
-			out.ResponseBody, out.ResponseBodyEncoding = string(at.ResponseBody), "utf-8"
-		} else {
-			out.ResponseBody, out.ResponseBodyEncoding = base64.StdEncoding.EncodeToString(at.ResponseBody), "base64"
-		}
-	}
-	return out
-}
-
-// resultJSON is the answer to a test send or a retry. It never holds the
-// receiver's answer or the address reached.
-type resultJSON struct {
-	Delivered  bool   `json:"delivered"`
-	StatusCode int    `json:"status_code"`
-	DurationMS int64  `json:"duration_ms"`
-	ErrorClass string `json:"error_class"`
-	Error      string `json:"error,omitempty"`
-	DeliveryID int64  `json:"delivery_id"`
-}
-
-func toResultJSON(r AttemptResult) resultJSON {
-	return resultJSON{
-		Delivered:  r.Delivered,
-		StatusCode: r.StatusCode,
-		DurationMS: r.Duration.Milliseconds(),
-		ErrorClass: r.ErrorClass,
-		Error:      r.Error,
-		DeliveryID: r.DeliveryID,
-	}
-}
-
-// statsJSON is the answer to GET /stats.
-type statsJSON struct {
-	Pending            int64 `json:"pending"`
-	OldestPendingAgeMS int64 `json:"oldest_pending_age_ms"`
-	Delivered          int64 `json:"delivered"`
-	Failed             int64 `json:"failed"`
-	Cancelled          int64 `json:"cancelled"`
-	Superseded         int64 `json:"superseded"`
-	AttemptsSucceeded  int64 `json:"attempts_succeeded"`
-	AttemptsFailed     int64 `json:"attempts_failed"`
-	Webhooks           int   `json:"webhooks"`
-	DisabledWebhooks   int   `json:"disabled_webhooks"`
-}
-
-func toStatsJSON(s Stats) statsJSON {
-	return statsJSON{
-		Pending:            s.Pending,
-		OldestPendingAgeMS: s.OldestPendingAge.Milliseconds(),
-		Delivered:          s.Delivered,
-		Failed:             s.Failed,
-		Cancelled:          s.Cancelled,
-		Superseded:         s.Superseded,
-		AttemptsSucceeded:  s.AttemptsSucceeded,
-		AttemptsFailed:     s.AttemptsFailed,
-		Webhooks:           s.Webhooks,
-		DisabledWebhooks:   s.DisabledWebhooks,
-	}
-}
-
-type eventTypeJSON struct {
-	Name        string `json:"name"`
-	Description string `json:"description"`
+	return secretWebhook{webhookFields: webhookFields(w), Secret: string(w.Secret)}
 }
 
 // createWebhook serves POST /webhooks.
@@ -840,7 +704,7 @@ func (a *api) createWebhook(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", location(r, wh.ID))
-	writeJSON(w, http.StatusCreated, secretWebhookJSON{webhookJSON: toWebhookJSON(wh), Secret: string(wh.Secret)})
+	writeJSON(w, http.StatusCreated, withSecret(wh))
 	return nil
 }
 
@@ -860,13 +724,7 @@ func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]webhookJSON, len(hooks))
-	for i, h := range hooks {
-		out[i] = toWebhookJSON(h)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Webhooks []webhookJSON `json:"webhooks"`
-	}{out})
+	writeJSON(w, http.StatusOK, WebhookList{Webhooks: hooks})
 	return nil
 }
 
@@ -880,7 +738,7 @@ func (a *api) getWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toWebhookJSON(wh))
+	writeJSON(w, http.StatusOK, wh)
 	return nil
 }
 
@@ -929,7 +787,7 @@ func (a *api) updateWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toWebhookJSON(wh))
+	writeJSON(w, http.StatusOK, wh)
 	return nil
 }
 
@@ -947,9 +805,9 @@ func (a *api) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// enableJSON is the answer to POST /webhooks/{id}/enable.
-type enableJSON struct {
-	Webhook webhookJSON `json:"webhook"`
+// Enabled is the answer to POST /webhooks/{id}/enable.
+type Enabled struct {
+	Webhook Webhook `json:"webhook"`
 	// Recovered counts the deliveries scheduled to make up for what the
 	// webhook missed while it was disabled.
 	Recovered int `json:"recovered"`
@@ -973,7 +831,7 @@ func (a *api) enableWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, enableJSON{Webhook: toWebhookJSON(wh), Recovered: n})
+	writeJSON(w, http.StatusOK, Enabled{Webhook: wh, Recovered: n})
 	return nil
 }
 
@@ -1012,7 +870,7 @@ func (a *api) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, secretWebhookJSON{webhookJSON: toWebhookJSON(wh), Secret: string(wh.Secret)})
+	writeJSON(w, http.StatusOK, withSecret(wh))
 	return nil
 }
 
@@ -1043,7 +901,7 @@ func (a *api) testWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toResultJSON(res))
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
@@ -1073,14 +931,7 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]deliveryJSON, len(page.Deliveries))
-	for i, dl := range page.Deliveries {
-		out[i] = toDeliveryJSON(dl)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Deliveries []deliveryJSON `json:"deliveries"`
-		NextCursor string         `json:"next_cursor,omitempty"`
-	}{out, page.NextCursor})
+	writeJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -1107,9 +958,7 @@ func (a *api) recoverDeliveries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Scheduled int `json:"scheduled"`
-	}{n})
+	writeJSON(w, http.StatusOK, Recovered{Scheduled: n})
 	return nil
 }
 
@@ -1123,7 +972,7 @@ func (a *api) getDelivery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toDeliveryJSON(dl))
+	writeJSON(w, http.StatusOK, dl)
 	return nil
 }
 
@@ -1137,13 +986,7 @@ func (a *api) listAttempts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]attemptJSON, len(attempts))
-	for i, at := range attempts {
-		out[i] = toAttemptJSON(at)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Attempts []attemptJSON `json:"attempts"`
-	}{out})
+	writeJSON(w, http.StatusOK, AttemptList{Attempts: attempts})
 	return nil
 }
 
@@ -1160,20 +1003,13 @@ func (a *api) retryDelivery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toResultJSON(res))
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
 // listEventTypes serves GET /event-types.
 func (a *api) listEventTypes(w http.ResponseWriter, r *http.Request) error {
-	types := a.d.EventTypes()
-	out := make([]eventTypeJSON, len(types))
-	for i, t := range types {
-		out[i] = eventTypeJSON{Name: t.Name, Description: t.Description}
-	}
-	writeJSON(w, http.StatusOK, struct {
-		EventTypes []eventTypeJSON `json:"event_types"`
-	}{out})
+	writeJSON(w, http.StatusOK, EventTypeList{EventTypes: a.d.EventTypes()})
 	return nil
 }
 
@@ -1183,6 +1019,6 @@ func (a *api) getStats(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toStatsJSON(st))
+	writeJSON(w, http.StatusOK, st)
 	return nil
 }
